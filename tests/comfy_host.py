@@ -1,0 +1,171 @@
+"""A real ComfyUI, loaded in-process, with this pack loaded through ComfyUI's own custom-node loader.
+
+Where the host comes from (first that exists):
+1. the `COMFYUI_PATH` environment variable;
+2. `~/ComfyUI` (the conventional place named in the README).
+
+The current interpreter must have ComfyUI's requirements installed (`.ci/run` installs them into the test venv
+when it finds a host). Without a host, or without its requirements, host tests skip with the reason.
+
+Usage in tests: the session fixture `host` (tests/conftest.py) returns a `ComfyHost`; `host.run(prompt)` executes
+an API-format graph and returns every executed node's raw outputs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+import logging
+import os
+import sys
+import uuid
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+logger = logging.getLogger(__name__)
+
+
+def find_host() -> tuple[Path | None, str]:
+    """Return (path, "") of a ComfyUI tree, or (None, why none was found)."""
+    candidates = []
+    env = os.environ.get("COMFYUI_PATH")
+    if env:
+        candidates.append(("COMFYUI_PATH", Path(env).expanduser()))
+    candidates.append(("~/ComfyUI", Path.home() / "ComfyUI"))
+    tried = []
+    for source, path in candidates:
+        if (path / "comfy" / "samplers.py").is_file() and (path / "nodes.py").is_file():
+            return path, ""
+        tried.append(f"{source}={path}")
+    return None, "no ComfyUI found (tried " + ", ".join(tried) + "); set COMFYUI_PATH to a ComfyUI checkout"
+
+
+def missing_host_requirements() -> str:
+    """Name the first of ComfyUI's requirements this interpreter lacks, or ""."""
+    for module in ("torch", "torchvision", "safetensors", "einops", "transformers", "aiohttp", "yaml", "PIL",
+                   "scipy", "tqdm", "psutil", "kornia", "spandrel", "av", "pydantic", "alembic", "sqlalchemy",
+                   "requests"):
+        try:
+            importlib.import_module(module)
+        except Exception as e:  # noqa: BLE001 - any import failure means the host cannot boot
+            return f"{module} ({type(e).__name__}: {e})"
+    return ""
+
+
+class _ServerStub:
+    """The few attributes PromptExecutor uses of PromptServer."""
+
+    def __init__(self):
+        self.client_id = None
+        self.last_node_id = None
+        self.last_prompt_id = None
+        self.sockets_metadata = {}
+        self.messages: list[tuple[str, object]] = []
+
+    def send_sync(self, event, data, sid=None):
+        self.messages.append((event, data))
+
+
+class HostRunError(RuntimeError):
+    """A graph failed to validate or to execute; the message is ComfyUI's."""
+
+
+class ComfyHost:
+    def __init__(self, path: Path, workdir: Path):
+        self.path = path
+        self.workdir = workdir
+        self.models_dir = workdir / "models"
+        self.input_dir = workdir / "input"
+        self.output_dir = workdir / "output"
+        self.temp_dir = workdir / "temp"
+        for d in (self.models_dir, self.input_dir, self.output_dir, self.temp_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        self._boot()
+
+    # -- boot -----------------------------------------------------------------------------------------------------
+    def _boot(self) -> None:
+        if str(self.path) not in sys.path:
+            sys.path.insert(0, str(self.path))
+        from comfy.cli_args import args
+
+        # Must happen before anything imports comfy.model_management (it picks the device at import).
+        args.cpu = True
+        args.disable_all_custom_nodes = False
+        import folder_paths
+
+        folder_paths.set_output_directory(str(self.output_dir))
+        folder_paths.set_input_directory(str(self.input_dir))
+        folder_paths.set_temp_directory(str(self.temp_dir))
+        for name in ("checkpoints", "vae", "loras", "diffusion_models", "text_encoders", "ipadapter", "insightface"):
+            sub = self.models_dir / name
+            sub.mkdir(exist_ok=True)
+            folder_paths.add_model_folder_path(name, str(sub), is_default=True)
+
+        # Order matters: `utils` (the package) and `server` before `nodes` (comfyui_api.md §4.4).
+        import utils.extra_config  # noqa: F401
+        import server  # noqa: F401
+        import nodes
+        import execution
+
+        self.nodes = nodes
+        self.execution = execution
+        asyncio.run(nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=False))
+        self.core_node_ids = set(nodes.NODE_CLASS_MAPPINGS)
+        self.pack_loaded = asyncio.run(nodes.load_custom_node(str(REPO_ROOT), ignore=set(self.core_node_ids)))
+        self.pack_node_ids = set(nodes.NODE_CLASS_MAPPINGS) - self.core_node_ids
+        self.pack_module_name = str(REPO_ROOT).replace(".", "_x_")
+        self.executor = self.new_executor()
+
+    def new_executor(self):
+        stub = _ServerStub()
+        params = inspect.signature(self.execution.PromptExecutor).parameters
+        if "cache_args" in params:  # ComfyUI >= 0.4
+            ex = self.execution.PromptExecutor(stub, cache_type=self.execution.CacheType.CLASSIC,
+                                               cache_args={"lru": 0, "ram": 0})
+        else:  # ComfyUI 0.3.x
+            ex = self.execution.PromptExecutor(stub, cache_type=self.execution.CacheType.CLASSIC, cache_size=0)
+        ex.stub = stub
+        return ex
+
+    # -- helpers --------------------------------------------------------------------------------------------------
+    def pack(self, submodule: str = ""):
+        """The pack's module (or a submodule such as "nodes.inversion") as ComfyUI loaded it."""
+        name = self.pack_module_name + ("." + submodule if submodule else "")
+        if name not in sys.modules:
+            importlib.import_module(name)
+        return sys.modules[name]
+
+    def validate(self, prompt: dict) -> tuple[bool, object, list, dict]:
+        return asyncio.run(self.execution.validate_prompt(str(uuid.uuid4()), prompt, None))
+
+    def run(self, prompt: dict, executor=None) -> dict[str, list]:
+        """Validate and execute an API-format graph; return {node_id: raw outputs} of every node run or cached."""
+        ok, err, outputs, node_errors = self.validate(prompt)
+        if not ok:
+            raise HostRunError(f"graph did not validate: {err} {node_errors}")
+        ex = executor or self.executor
+        ex.stub.messages.clear()
+        ex.execute(prompt, str(uuid.uuid4()), {}, outputs)
+        if not ex.success:
+            errors = [m for m in ex.status_messages if m[0] == "execution_error"]
+            detail = errors[-1][1] if errors else ex.status_messages
+            if isinstance(detail, dict):
+                raise HostRunError(f"{detail.get('node_type')}: {detail.get('exception_type')}: "
+                                   f"{detail.get('exception_message')}\n{''.join(detail.get('traceback', []))}")
+            raise HostRunError(str(detail))
+        results = {}
+        for node_id in prompt:
+            entry = ex.caches.outputs.get(node_id)
+            if entry is not None:
+                results[node_id] = entry.outputs if hasattr(entry, "outputs") else entry[0]
+        return results
+
+    def cached_nodes(self, executor=None) -> set[str]:
+        """Node ids that ComfyUI reported as cached (not executed) in the last run."""
+        ex = executor or self.executor
+        cached: set[str] = set()
+        for event, data in ex.status_messages:
+            if event == "execution_cached":
+                cached |= set(data.get("nodes", []))
+        return cached

@@ -1,0 +1,38 @@
+"""Shared fixtures. Host-independent tests need only torch; host tests use the `host` fixture."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))  # `import faceanon` (the host-independent package)
+
+_HOST = None
+
+
+@pytest.fixture(scope="session")
+def host(tmp_path_factory):
+    """A real ComfyUI loaded in-process with this pack (skips with the reason when there is none)."""
+    global _HOST
+    if _HOST is None:
+        from tests.comfy_host import ComfyHost, find_host, missing_host_requirements
+
+        path, why = find_host()
+        if path is None:
+            pytest.skip(why)
+        missing = missing_host_requirements()
+        if missing:
+            pytest.skip(f"ComfyUI found at {path} but this interpreter ({sys.executable}) lacks its requirement "
+                        f"{missing}; install them with `pip install -r {path}/requirements.txt`")
+        _HOST = ComfyHost(path, tmp_path_factory.mktemp("comfy_host"))
+    return _HOST
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "host" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.host)
