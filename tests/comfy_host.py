@@ -142,14 +142,16 @@ class ComfyHost:
     def run(self, prompt: dict, executor=None) -> dict[str, list]:
         """Validate and execute an API-format graph; return {node_id: raw outputs} of every node run or cached."""
         ok, err, outputs, node_errors = self.validate(prompt)
-        if not ok:
+        if not ok or node_errors:
             raise HostRunError(f"graph did not validate: {err} {node_errors}")
         ex = executor or self.executor
         ex.stub.messages.clear()
         ex.execute(prompt, str(uuid.uuid4()), {}, outputs)
         if not ex.success:
-            errors = [m for m in ex.status_messages if m[0] == "execution_error"]
+            errors = [m for m in ex.status_messages if m[0] in ("execution_error", "execution_interrupted")]
             detail = errors[-1][1] if errors else ex.status_messages
+            if errors and errors[-1][0] == "execution_interrupted":
+                raise HostRunError(f"execution_interrupted: {detail}")
             if isinstance(detail, dict):
                 raise HostRunError(f"{detail.get('node_type')}: {detail.get('exception_type')}: "
                                    f"{detail.get('exception_message')}\n{''.join(detail.get('traceback', []))}")
@@ -158,7 +160,9 @@ class ComfyHost:
         for node_id in prompt:
             entry = ex.caches.outputs.get(node_id)
             if entry is not None:
-                results[node_id] = entry.outputs if hasattr(entry, "outputs") else entry[0]
+                raw = entry.outputs if hasattr(entry, "outputs") else entry[0]
+                # one value per output socket (ComfyUI keeps a list per socket for list outputs)
+                results[node_id] = [o[0] if isinstance(o, list) and len(o) == 1 else o for o in raw]
         return results
 
     def cached_nodes(self, executor=None) -> set[str]:
@@ -169,3 +173,13 @@ class ComfyHost:
             if event == "execution_cached":
                 cached |= set(data.get("nodes", []))
         return cached
+
+
+def ensure_tiny_sd15_checkpoint(host: ComfyHost, name: str = "faceanon_tiny_sd15.safetensors") -> str:
+    """Write (once per session) a random SD1.5-layout checkpoint into the host's checkpoints folder; return its name."""
+    path = host.models_dir / "checkpoints" / name
+    if not path.exists():
+        from tests.tiny_models import write_sd15_checkpoint
+
+        write_sd15_checkpoint(path)
+    return name
