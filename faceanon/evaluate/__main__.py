@@ -1,0 +1,7 @@
+"""python -m faceanon.evaluate --help"""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
