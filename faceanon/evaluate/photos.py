@@ -3,12 +3,11 @@
 Nothing is committed to the repository (some photos are third-party copyright: local test input only) and nothing
 comes from a model hub. Sources (shared research eval_tools.md §4):
 
-| file            | from                                                             | content                      |
-|-----------------|------------------------------------------------------------------|------------------------------|
-| astronaut.png   | scikit-image `skimage.data.astronaut()` (installed in .venv-eval) | Eileen Collins, NASA, PD     |
-| obama.jpg, obama2.jpg, obama3.jpg, biden.jpg | face_recognition 1.3.0 sdist `tests/test_images/` | three photos of one person, another person |
-| t1.jpg          | insightface 2.1 wheel `insightface/data/images/`                 | 6 faces (group photo)        |
-| tom_hanks.png   | insightface 2.1 wheel (`Tom_Hanks_54745.png`)                    | 112x112 aligned face crop    |
+- astronaut.png: scikit-image `skimage.data.astronaut()` (installed in .venv-eval); Eileen Collins, NASA, PD;
+- obama.jpg, obama2.jpg, obama3.jpg, biden.jpg: face_recognition 1.3.0 sdist `tests/test_images/`; three
+  different photos of one person and one of another;
+- t1.jpg: insightface 2.1 wheel `insightface/data/images/`; a group photo with 6 faces;
+- tom_hanks.png: insightface 2.1 wheel (`Tom_Hanks_54745.png`); a 112x112 aligned face crop.
 
 The two archives are fetched once with `pip download --no-deps` (3.2 MB + 1.2 MB; needs the package registry the
 first time only) and the photos are extracted into the cache folder, checked against their SHA-256.

@@ -210,7 +210,10 @@ def plots(result: EvaluationResult) -> list[tuple[str, bytes]]:
         ax.axvline(thr, color="k", ls="--", lw=1)
         ax.set_xlabel("identity distance (→ more private)")
         ax.set_ylabel(label + " (↓ more useful)")
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+        else:
+            ax.text(0.5, 0.5, "no face with a mesh in both images", ha="center", transform=ax.transAxes)
     ax = axes[2]
     placed: dict[tuple[int, int], int] = {}
     for n in names:
