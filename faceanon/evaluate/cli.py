@@ -101,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     logger.info("evaluated %d original(s) in %.1f s", len({r["image"] for r in result.images}),
                 time.perf_counter() - start)
     sys.stdout.write(markdown_table(result.summary) + "\n\n")
+    sys.stdout.write(f"top-1 gallery: {result.summary['gallery_size']} original faces, chance level "
+                     f"{100 * result.summary['reid_top1_chance']:.1f} %\n")
     for key, path in paths.items():
         sys.stdout.write(f"{key}: {path}\n")
     problems = [p for p in result.problems() if p["status"] != "no_face"]

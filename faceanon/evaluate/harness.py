@@ -214,8 +214,9 @@ def evaluate(originals_dir: Path, results: dict[str, Path] | None = None, baseli
             f"no face was found in any of the {len(originals)} original(s) in '{originals_dir}' (statuses: "
             f"{sorted(problems)}); the harness measures faces, so give photos with visible faces "
             "(frontal or three-quarter, at least about 40 px wide)")
-    _top1(face_rows, gallery, gallery_keys, result_desc, settings.threshold)
+    chance = _top1(face_rows, gallery, gallery_keys, result_desc, settings.threshold)
     summary = summarize(methods, face_rows, image_rows, settings, len(gallery))
+    summary["reid_top1_chance"] = chance
     return EvaluationResult(methods, face_rows, image_rows, summary, thumbs, warnings, settings)
 
 
@@ -298,14 +299,17 @@ def _image_row(method, name, status, message, shape=None, n_faces=0, n_found=0, 
     }
 
 
-def _top1(face_rows, gallery, gallery_keys, result_desc, threshold) -> None:
+def _top1(face_rows, gallery, gallery_keys, result_desc, threshold) -> float:
+    """Fill `top1_reidentified`; return the chance level (a random gallery pick hits the same identity)."""
     g = np.stack(gallery)
     key_index = {k: i for i, k in enumerate(gallery_keys)}
     same = np.linalg.norm(g[:, None] - g[None], axis=-1) < threshold  # identities among the originals
+    chance = float(same.mean(axis=1).mean())
     for row in face_rows:
         own = key_index[(row["image"], row["face"])]
         d = np.linalg.norm(g - result_desc[(row["method"], row["image"], row["face"])], axis=1)
         row["top1_reidentified"] = bool(same[own, int(np.argmin(d))])
+    return chance
 
 
 def _mean(values) -> float | None:

@@ -254,8 +254,8 @@ def render_html(result: EvaluationResult) -> str:
         f"<p>Re-identification: dlib 128-D ResNet (independent of the ArcFace used for conditioning), descriptor "
         f"taken inside the original face's box in both images; re-identified when the distance is below "
         f"{s['threshold']:g}. Top-1: nearest of the {s['gallery_size']} original faces of this run is the same "
-        "identity. Pose, gaze and expression: mediapipe 0.10.21 face mesh. Background: outside the face boxes "
-        "scaled by 1.6.</p>")
+        f"identity (chance level {100 * s['reid_top1_chance']:.1f} %). Pose, gaze and expression: mediapipe "
+        "0.10.21 face mesh. Background: outside the face boxes scaled by 1.6.</p>")
     parts.append("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>")
     for r in rows:
         parts.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>")

@@ -131,6 +131,7 @@ def test_report_files_are_written_and_valid(cli_run):
     assert list(summary["methods"]) == METHODS
     assert summary["methods"]["unchanged"]["reid_rate"] == 1.0
     assert summary["gallery_size"] == 8 and summary["threshold"] == 0.6
+    assert summary["reid_top1_chance"] == 0.125  # 8 different people
     assert summary["problems"] == []
 
     html = (out / "report.html").read_text()
