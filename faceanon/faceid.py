@@ -586,7 +586,7 @@ class FaceIDAdapterModule(nn.Module):
         info = weights.info
         self.info = info
         self.image_proj = FaceIDProjection(info.cross_dim, info.num_tokens)
-        self.image_proj.load_state_dict({k: v.float() for k, v in weights.image_proj.items()})
+        self.image_proj.load_state_dict({k: v.float() for k, v in weights.image_proj.items()}, assign=True)
         self.to_k_ip = nn.ModuleDict()
         self.to_v_ip = nn.ModuleDict()
         for i in range(1, info.num_processors, 2):
