@@ -30,6 +30,11 @@ if [ -f "$HOST/requirements.txt" ] && [ -f "$HOST/comfy/samplers.py" ]; then
     # keep torch as installed above; transformers >= 5 no longer pulls requests, which ComfyUI imports
     grep -v -E '^(torch|torchvision|torchaudio)([<>=!~ ]|$)' "$HOST/requirements.txt" > "$VENV/.host-requirements.txt"
     "${PIP[@]}" -r "$VENV/.host-requirements.txt" requests
+    # ComfyUI's audio nodes import torchaudio at load time; its wheels declare no torch requirement, so --no-deps
+    # keeps the torch installed above.
+    if ! "$VENV/bin/python" -c 'import torchaudio' >/dev/null 2>&1; then
+        "${PIP[@]}" --no-deps torchaudio
+    fi
 else
     echo "setup_test_env: no ComfyUI at $HOST (set COMFYUI_PATH): host tests will be skipped"
 fi

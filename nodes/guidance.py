@@ -1,0 +1,216 @@
+"""FaceAnonIdentityGuider (negative-identity CFG with optional mask gate) and FaceAnonAttributePrompt.
+
+Branch contract with nodes/id_adapter.py: the guider calls ``calc_cond_batch`` with the conds in this order
+
+    0: positive text + the person's (scaled / negated) identity      <- the only branch with an identity
+    1: unconditional text (attribute prompt, else negative) + null identity
+    2: positive text + null identity      (only while the mask gate is active and the texts differ)
+    3: negative text + null identity      (only while the mask gate is active and an attribute prompt is set)
+
+and tells the adapter ``faceanon_identity = {0: identity}``; every other index gets the null identity.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import comfy.samplers
+import torch
+
+from ..faceanon import guidance as core
+from ..faceanon.prompts import ETHNICITIES, SEXES, attribute_prompt
+from .id_adapter import identity_embeddings, with_branch_identities
+from .types import Identity, io
+
+logger = logging.getLogger(__name__)
+
+
+def _same_conditioning(a, b) -> bool:
+    """True when two CONDITIONING values encode the same text (same tensors and pooled outputs)."""
+    if a is b:
+        return True
+    if a is None or b is None or len(a) != len(b):
+        return False
+    for (ta, da), (tb, db) in zip(a, b):
+        if ta.shape != tb.shape or not torch.equal(ta, tb):
+            return False
+        pa, pb = da.get("pooled_output"), db.get("pooled_output")
+        if (pa is None) != (pb is None) or (pa is not None and (pa.shape != pb.shape or not torch.equal(pa, pb))):
+            return False
+    return True
+
+
+class IdentityGuider(comfy.samplers.CFGGuider):
+    """CFG between (positive text + identity) and (unconditional text + null identity), scale may be negative."""
+
+    def set_conds(self, positive, negative, attribute=None):
+        conds = {"positive": positive, "negative": negative}
+        if attribute is not None:
+            conds["attribute"] = attribute
+        self.inner_set_conds(conds)
+        self.text_pairs_equal = _same_conditioning(positive, negative) and attribute is None
+
+    def set_identity(self, embeddings: torch.Tensor, identity_scale: float):
+        self.identity = core.branch_identity(embeddings, identity_scale)
+
+    def set_mask(self, mask: torch.Tensor | None, delay: int = 0, feather: float = 0.0):
+        self.mask, self.mask_delay, self.mask_feather = mask, int(delay), float(feather)
+        self._latent_mask = {}
+
+    def latent_mask(self, shape) -> torch.Tensor:
+        key = tuple(shape[-2:])
+        if key not in self._latent_mask:
+            self._latent_mask[key] = core.mask_to_latent(self.mask, key, self.mask_feather,
+                                                         threshold=None if self.mask_feather > 0 else 0.5)
+        return self._latent_mask[key]
+
+    def predict_noise(self, x, timestep, model_options=None, seed=None):
+        model_options = {} if model_options is None else model_options
+        positive, negative = self.conds.get("positive"), self.conds.get("negative")
+        attribute = self.conds.get("attribute")
+        uncond = attribute if attribute is not None else negative
+        sigmas = model_options.get("transformer_options", {}).get("sample_sigmas")
+        gated = getattr(self, "mask", None) is not None and core.step_index(timestep[0], sigmas) >= self.mask_delay
+        conds = [positive, uncond]
+        if gated and not self.text_pairs_equal:
+            conds.append(positive)
+            if attribute is not None:
+                conds.append(negative)
+        mo = with_branch_identities(model_options, {0: self.identity})
+        out = comfy.samplers.calc_cond_batch(self.inner_model, conds, x, timestep, mo)
+        # Replay core's pre-CFG hooks on the two guidance branches, as Guider_PerpNeg does, so that other
+        # patches keep working; cfg_function applies sampler_cfg_function and the post-CFG hooks.
+        for fn in model_options.get("sampler_pre_cfg_function", []):
+            out[:2] = fn({"conds": conds[:2], "conds_out": out[:2], "cond_scale": self.cfg, "timestep": timestep,
+                          "input": x, "sigma": timestep, "model": self.inner_model, "model_options": mo})
+        guided = comfy.samplers.cfg_function(self.inner_model, out[0], out[1], self.cfg, x, timestep,
+                                             model_options=mo, cond=positive, uncond=uncond)
+        if not gated:
+            return guided
+        if self.text_pairs_equal:
+            outside = out[1]  # both texts equal and no attribute: identity-free CFG is the null branch itself
+        else:
+            outside = comfy.samplers.cfg_function(self.inner_model, out[2], out[3] if attribute is not None else
+                                                  out[1], self.cfg, x, timestep, model_options=mo, cond=positive,
+                                                  uncond=negative)
+        return core.gate(guided, outside, self.latent_mask(x.shape))
+
+
+def identity_guider(model, positive, negative, identity, identity_scale: float, cfg: float, attribute=None,
+                    mask=None, mask_delay: int = 0, mask_feather: float = 0.0) -> IdentityGuider:
+    guider = IdentityGuider(model)
+    guider.set_conds(positive, negative, attribute)
+    guider.set_cfg(cfg)
+    guider.set_identity(identity_embeddings(identity), identity_scale)
+    guider.set_mask(mask, mask_delay, mask_feather)
+    return guider
+
+
+class FaceAnonIdentityGuider(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="FaceAnonIdentityGuider",
+            display_name="Identity Guider (FaceAnon)",
+            category="FaceAnon/guidance",
+            description=(
+                "Guidance that pushes away from a person's identity: pred = uncond + cfg * (cond - uncond), where "
+                "cond = positive text + identity_scale x ArcFace embedding and uncond = negative text (or the "
+                "attribute prompt) + the null identity. NullFace: identity_scale -1, cfg 10. Reverse "
+                "Personalization: identity_scale 1, cfg -10. Needs a model patched by FaceAnonApplyIDAdapter. Use "
+                "with the FaceAnon replay sampler, noise and sigmas in SamplerCustomAdvanced."),
+            inputs=[
+                io.Model.Input("model", tooltip="The model patched with the FaceID adapter (the same one inverted)."),
+                io.Conditioning.Input("positive", tooltip="Text of the conditional branch (an empty prompt in both "
+                                                          "papers)."),
+                io.Conditioning.Input("negative", tooltip="Text of the unconditional branch, as used by the inversion "
+                                                          "(the empty prompt for NullFace, a zeroed one for Reverse "
+                                                          "Personalization)."),
+                Identity.Input("identity", tooltip="The ArcFace identity to move away from (one row, or one per "
+                                                   "latent in the batch)."),
+                io.Float.Input("identity_scale", default=-1.0, min=-5.0, max=5.0, step=0.05,
+                               tooltip="Factor on the embedding in the conditional branch (lambda_id with its sign). "
+                                       "NullFace -1 (negated), Reverse Personalization +1. 0 = null identity in both "
+                                       "branches: the guider adds nothing and replay reconstructs the input."),
+                io.Float.Input("cfg", default=10.0, min=-30.0, max=30.0, step=0.1, round=0.01,
+                               tooltip="Guidance scale; may be negative (Reverse Personalization -10: the "
+                                       "unconditional branch becomes the attractor). NullFace +10."),
+                io.Conditioning.Input("attribute_prompt", optional=True,
+                                      tooltip="Replaces the unconditional text during sampling only (never during "
+                                              "inversion): describe the attributes to keep or get (age, sex, "
+                                              "ethnicity). Meaningful with a negative cfg."),
+                io.Mask.Input("mask", optional=True,
+                              tooltip="Where the identity may change (1 = change, 0 = keep), in the sampled image's "
+                                      "pixels. Outside it the prediction follows the inversion's (identity-free) "
+                                      "trajectory."),
+                io.Int.Input("mask_delay", default=10, min=0, max=1000,
+                             tooltip="Sampling steps with guidance everywhere before the mask gates it (NullFace 10 of "
+                                     "30): blends the edit seamlessly. 0 = gate from the first step."),
+                io.Float.Input("mask_feather", default=0.0, min=0.0, max=16.0, step=0.5,
+                               tooltip="Gaussian sigma of the mask at latent resolution (1 latent pixel = 8 image "
+                                       "pixels). 0 = NullFace's hard mask (binarised at 0.5)."),
+            ],
+            outputs=[io.Guider.Output()],
+        )
+
+    @classmethod
+    def execute(cls, model, positive, negative, identity, identity_scale, cfg, attribute_prompt=None, mask=None,
+                mask_delay=10, mask_feather=0.0) -> io.NodeOutput:
+        return io.NodeOutput(identity_guider(model, positive, negative, identity, identity_scale, cfg,
+                                             attribute_prompt, mask, mask_delay, mask_feather))
+
+
+def is_sdxl_clip(clip) -> bool:
+    return hasattr(clip.cond_stage_model, "clip_g")
+
+
+def encode_prompt(clip, text: str, zero_if_empty: bool | None = None):
+    """CONDITIONING for `text`; an empty prompt on SDXL is the zero embedding (force_zeros_for_empty_prompt)."""
+    tokens = clip.tokenize(text)
+    cond = clip.encode_from_tokens_scheduled(tokens)
+    zero = is_sdxl_clip(clip) if zero_if_empty is None else zero_if_empty
+    if text.strip() == "" and zero:
+        cond = zero_out(cond)
+    return cond
+
+
+def zero_out(conditioning):
+    """ConditioningZeroOut: zero text embeddings and pooled outputs (a new list; the input is untouched)."""
+    out = []
+    for t, d in conditioning:
+        d = dict(d)
+        if d.get("pooled_output") is not None:
+            d["pooled_output"] = torch.zeros_like(d["pooled_output"])
+        out.append([torch.zeros_like(t), d])
+    return out
+
+
+class FaceAnonAttributePrompt(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="FaceAnonAttributePrompt",
+            display_name="Attribute Prompt (FaceAnon)",
+            category="FaceAnon/guidance",
+            description=("Age, sex, ethnicity and free text composed into '{age}-year-old {ethnicity} {man/woman...}, "
+                         "{text}' and encoded with the model's CLIP. Wire it into the guider's attribute_prompt: it "
+                         "replaces the unconditional text during sampling only. All defaults = empty prompt (the "
+                         "zero embedding on SDXL)."),
+            inputs=[
+                io.Clip.Input("clip"),
+                io.Int.Input("age", default=0, min=0, max=120, tooltip="Years; 0 leaves the age unspecified."),
+                io.Combo.Input("sex", options=list(SEXES), default="any"),
+                io.Combo.Input("ethnicity", options=list(ETHNICITIES), default="any"),
+                io.String.Input("text", default="", multiline=True, tooltip="Free text appended to the prompt."),
+            ],
+            outputs=[io.Conditioning.Output(display_name="attribute_prompt"),
+                     io.String.Output(display_name="prompt", tooltip="The composed prompt text.")],
+        )
+
+    @classmethod
+    def execute(cls, clip, age, sex, ethnicity, text) -> io.NodeOutput:
+        prompt = attribute_prompt(age, sex, ethnicity, text)
+        return io.NodeOutput(encode_prompt(clip, prompt), prompt)
+
+
+NODES = [FaceAnonIdentityGuider, FaceAnonAttributePrompt]
