@@ -159,11 +159,12 @@ def detector_model():
     b = g.op("Slice", [x, g.iconst([2]), g.iconst([3]), g.iconst([1])])
     m = g.op("Sub", [g.op("Sub", [g.op("Min", [r, b]), gr]), g.const(0.5)])
     m = g.op("Clip", [g.op("Mul", [m, g.const(2.0)]), g.const(0.0), g.const(1.0)])  # magenta-ness 0..1
-    offs = np.arange(8, dtype=np.float32) - 3.5  # cell centres relative to the anchor, in strides
-    wx = np.tile(offs[None, :], (8, 1))[None, None]
-    wy = np.tile(offs[:, None], (1, 8))[None, None]
     scores, boxes, kpss = [], [], []
     for s in (8, 16, 32):
+        # centres of the 8 cells around an anchor (pixel centres at integer coordinates), in strides
+        offs = np.arange(8, dtype=np.float32) - 3.5 - 0.5 / s
+        wx = np.tile(offs[None, :], (8, 1))[None, None]
+        wy = np.tile(offs[:, None], (1, 8))[None, None]
         cells = g.op("AveragePool", [m], kernel_shape=[s, s], strides=[s, s])
         a4 = g.op("AveragePool", [cells], kernel_shape=[4, 4], strides=[1, 1], pads=[2, 2, 1, 1], count_include_pad=1)
         a8 = g.op("AveragePool", [cells], kernel_shape=[8, 8], strides=[1, 1], pads=[4, 4, 3, 3], count_include_pad=1)
@@ -275,11 +276,17 @@ def draw_face(image: np.ndarray, center: tuple[float, float], diameter: float, s
     """Return a copy of `image` (H x W x C float 0..1, C >= 3) with a synthetic face: a textured magenta disc.
 
     The texture (red and blue between 0.55 and 1, green 0) is a smooth random pattern chosen by `seed`, so
-    different seeds give different embeddings. Edges are anti-aliased over one pixel.
+    different seeds give different embeddings. Edges are anti-aliased over one pixel. Only the disc's bounding
+    box is touched, so this is cheap on large images.
     """
     out = np.array(image, dtype=np.float32, copy=True)
     h, w = out.shape[:2]
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    r = diameter / 2.0 + 2
+    x0, x1 = max(int(center[0] - r), 0), min(int(center[0] + r) + 2, w)
+    y0, y1 = max(int(center[1] - r), 0), min(int(center[1] + r) + 2, h)
+    if x1 <= x0 or y1 <= y0:
+        return out
+    yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
     dist = np.hypot(xx - center[0], yy - center[1])
     alpha = np.clip(diameter / 2.0 - dist + 0.5, 0.0, 1.0)[..., None]
     rng = np.random.default_rng(seed)
@@ -289,15 +296,12 @@ def draw_face(image: np.ndarray, center: tuple[float, float], diameter: float, s
     v = np.clip((yy - center[1]) / diameter + 0.5, 0, 1) * 3
     i0, j0 = np.floor(v).astype(int).clip(0, 2), np.floor(u).astype(int).clip(0, 2)
     fv, fu = v - i0, u - j0
-    chans = []
-    for c in range(2):
+    face = np.zeros((y1 - y0, x1 - x0, 3), np.float32)
+    for ch, c in ((0, 0), (2, 1)):
         p = coarse[c]
-        val = (p[i0, j0] * (1 - fv) * (1 - fu) + p[i0 + 1, j0] * fv * (1 - fu) + p[i0, j0 + 1] * (1 - fv) * fu
-               + p[i0 + 1, j0 + 1] * fv * fu)
-        chans.append(val)
-    face = np.zeros_like(out[..., :3])
-    face[..., 0], face[..., 2] = chans[0], chans[1]
-    out[..., :3] = out[..., :3] * (1 - alpha) + face * alpha
+        face[..., ch] = (p[i0, j0] * (1 - fv) * (1 - fu) + p[i0 + 1, j0] * fv * (1 - fu)
+                         + p[i0, j0 + 1] * (1 - fv) * fu + p[i0 + 1, j0 + 1] * fv * fu)
+    out[y0:y1, x0:x1, :3] = out[y0:y1, x0:x1, :3] * (1 - alpha) + face * alpha
     return out
 
 

@@ -6,6 +6,7 @@ The functions other parts of the pack call (all plain functions on torch tensors
     detect(analysis, images[B,H,W,C], threshold=0.5, min_face_size=24, max_faces=0, order="largest first",
            landmarks=True, embeddings=True, if_no_face="error", progress=None) -> Faces
     face_identity(faces, select="largest", index=0, combine="average") -> Identity
+    embed_faces(analysis, image[H,W,C], kps list) -> list of (512,) normalised embeddings
     crop_faces(images, faces, size=512, margin=1.0, padding="reflection") -> (crops[N,S,S,3], FaceCrops)
     paste_faces(images, crops, info, mask=None, mask_space="auto", limit_to_face=True, feather=16,
                 color_match="mean") -> (images[B,H,W,C], alpha[B,H,W])
@@ -29,6 +30,7 @@ from .analysis import (
     NoFaceError,
     choose_providers,
     detect,
+    embed_faces,
     face_identity,
     find_pack,
     list_packs,
@@ -45,7 +47,7 @@ __all__ = [
     "COLOR_MATCH", "COORDINATES", "IDENTITY_COMBINE", "IDENTITY_SELECT", "IF_NO_FACE", "KNOWN_PACKS", "MASK_SPACE",
     "MODES", "ORDERS", "PADDING", "PROVIDERS", "REGIONS",
     "Face", "FaceAnalysis", "FaceCrops", "FaceModelError", "Faces", "Identity", "NoFaceError",
-    "choose_providers", "crop_faces", "crop_transform", "detect", "draw_faces", "face_identity", "ffhq_frame",
+    "choose_providers", "crop_faces", "crop_transform", "detect", "draw_faces", "embed_faces", "face_identity", "ffhq_frame",
     "find_pack", "list_packs", "load_face_analysis", "onnxruntime_distributions", "paste_faces", "parse_regions",
     "region_mask", "region_polygons", "runtime_conflict", "scan_plan",
 ]

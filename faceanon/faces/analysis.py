@@ -22,6 +22,7 @@ import math
 import os
 import re
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -594,7 +595,9 @@ def _embed(analysis: FaceAnalysis, bgr: np.ndarray, kpss: Sequence[np.ndarray]) 
 
     rec = analysis.recognizer
     size = int(rec.input_size[0])
-    crops = [face_align.norm_crop(bgr, landmark=np.asarray(k, np.float32), image_size=size) for k in kpss]
+    with warnings.catch_warnings():  # scikit-image deprecations inside insightface's norm_crop
+        warnings.simplefilter("ignore", FutureWarning)
+        crops = [face_align.norm_crop(bgr, landmark=np.asarray(k, np.float32), image_size=size) for k in kpss]
     batch = rec.input_shape[0]
     chunk = len(crops) if not isinstance(batch, int) or batch <= 0 else batch
     feats = []
@@ -605,11 +608,31 @@ def _embed(analysis: FaceAnalysis, bgr: np.ndarray, kpss: Sequence[np.ndarray]) 
     return list((feats / np.maximum(norms, 1e-12)).astype(np.float32))
 
 
+def embed_faces(analysis: FaceAnalysis, image: torch.Tensor, kps: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """ArcFace embeddings of faces given by their 5 keypoints in one image.
+
+    Args:
+        analysis: a FaceAnalysis with a recognizer.
+        image: [H, W, C] float 0..1 (C = 1..4).
+        kps: one (5, 2) keypoint array per face, image pixels.
+
+    Returns:
+        One (512,) float32 L2-normalised embedding per face, aligned and computed exactly as insightface's
+        FaceAnalysis does (norm_crop at the recognizer's input size).
+    """
+    if analysis.recognizer is None:
+        raise FaceModelError(f"face model pack '{analysis.name}' has no recognizer (ArcFace) model")
+    bgr = to_bgr_uint8(rgb(as_bhwc(image)[0]))
+    return _embed(analysis, bgr, [np.asarray(k, np.float32).reshape(5, 2) for k in kps])
+
+
 def _landmarks(analysis: FaceAnalysis, bgr: np.ndarray, box: np.ndarray, kps: np.ndarray, score: float):
     from insightface.app.common import Face as InsightFace
 
     f = InsightFace(bbox=np.asarray(box, np.float32), kps=np.asarray(kps, np.float32), det_score=float(score))
-    pts = analysis.landmark.get(bgr, f)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        pts = analysis.landmark.get(bgr, f)
     return np.asarray(pts, np.float32)[:, :2]
 
 
@@ -744,6 +767,8 @@ def face_identity(faces: Faces, select: str = "largest", index: int = 0, combine
     chosen: list[tuple[int, int]] = []  # (global number, number within image)
     for img in range(faces.batch_size):
         numbers = faces.indices_for_image(img)
+        if not numbers:  # deselected (e.g. by Faces.select); images where detection failed are in `missing`
+            continue
         if select == "all":
             chosen += [(n, k) for k, n in enumerate(numbers)]
         elif select == "largest":
@@ -753,6 +778,8 @@ def face_identity(faces: Faces, select: str = "largest", index: int = 0, combine
             if not -len(numbers) <= index < len(numbers):
                 raise ValueError(f"image {img} has {len(numbers)} face(s): there is no face number {index}")
             chosen.append((numbers[index], index % len(numbers)))
+    if not chosen:
+        raise ValueError("no faces to take an identity from")
     sub = faces.select([n for n, _ in chosen])
     emb = sub.embeddings()
     sources = tuple(f"image {faces[n].image_index}, face {k}" for n, k in chosen)
