@@ -646,6 +646,12 @@ def as_embeddings(value, what: str = "identity") -> torch.Tensor:
     return t
 
 
+def _version(t: torch.Tensor) -> int:
+    """In-place modification counter; inference tensors (ComfyUI runs nodes under torch.inference_mode) have none,
+    and cannot be modified in place either, so 0 is exact for them."""
+    return 0 if t.is_inference() else t._version
+
+
 @dataclass
 class IdentityProjector:
     """Projects identities through a FaceIDAdapterModule, with the null identity (the projection of the zero
@@ -672,7 +678,7 @@ class IdentityProjector:
             ref, version = None, None
         else:
             key = (id(embeds), p.device, device, dtype)
-            ref, version = weakref.ref(embeds), embeds._version
+            ref, version = weakref.ref(embeds), _version(embeds)
         hit = self._cache.get(key)
         if hit is not None and (ref is None or (hit[0]() is embeds and hit[1] == version)):
             self._cache.move_to_end(key)
@@ -690,8 +696,10 @@ class IdentityProjector:
         identities = identities or {}
         chunks = list(cond_or_uncond)
         refs = tuple(e for e in identities.values() if isinstance(e, torch.Tensor))
-        ids_key = tuple(sorted((int(c), id(e), e._version) for c, e in identities.items()
-                               if isinstance(e, torch.Tensor)))
+        # inference tensors (ComfyUI runs nodes under torch.inference_mode) have no version counter; they cannot be
+        # modified in place either, so their identity alone is a valid cache key
+        ids_key = tuple(sorted((int(c), id(e), _version(e))
+                               for c, e in identities.items() if isinstance(e, torch.Tensor)))
         key = (tuple(int(c) for c in chunks), batch, ids_key, len(identities), device, dtype)
         last = self._last
         if last is not None and last[0] == key:

@@ -352,6 +352,16 @@ def test_projector_cache_sees_in_place_changes(tiny_module):
     assert half.dtype == torch.float16
 
 
+def test_inference_mode_identities(tiny_module):
+    """ComfyUI runs nodes under torch.inference_mode: such tensors have no version counter."""
+    proj = F.IdentityProjector(tiny_module)
+    with torch.inference_mode():
+        e = torch.randn(1, 512)
+        out = proj.batch_tokens([0, 1], 2, {0: e}, "cpu", torch.float32)
+        assert proj.tokens(e, "cpu", torch.float32) is proj.tokens(e, "cpu", torch.float32)
+    assert torch.allclose(out[0], tiny_module.project(e)[0])
+
+
 def test_as_embeddings():
     assert F.as_embeddings([0.0] * 512).shape == (1, 512)
     assert F.as_embeddings(torch.zeros(3, 512, dtype=torch.float64)).dtype == torch.float64
