@@ -1,4 +1,4 @@
-"""`python -m faceanon.evaluate`: evaluate anonymized images against their originals, with baselines.
+"""Evaluate anonymized images against their originals (re-identification, attributes, quality), with baselines.
 
 Exit status: 0 = every original was evaluated (images without a face are reported, not counted as errors);
 1 = the report was written but some originals could not be evaluated (missing, unreadable or differently sized
