@@ -534,9 +534,15 @@ def test_graph_errors_name_the_file(host, graph_files):
 
 
 def test_apply_node_identity_input(sd15, host):
+    """The node's optional identity (a FACEANON_IDENTITY from FaceAnonFaceIdentity) is the positive branch's."""
     node = host.nodes.NODE_CLASS_MAPPINGS["FaceAnonApplyIDAdapter"]
     ida = host.pack("nodes.id_adapter")
-    out = node.execute(model=sd15.model, id_adapter=sd15.adapter, identity={"embedding": sd15.e[0].numpy()})
-    m = out.result[0] if hasattr(out, "result") else out[0]
-    direct = ida.apply_id_adapter(sd15.model, sd15.adapter, identities={0: sd15.e[:1]})
-    assert close(sd15.run(m)[0], sd15.run(direct)[0])
+    identity_cls = host.pack("faceanon.faces.types").Identity
+    direct = sd15.run(ida.apply_id_adapter(sd15.model, sd15.adapter, identities={0: sd15.e[:1]}))
+    for identity in (identity_cls(embeddings=sd15.e[:1], sources=("test",)), {"embedding": sd15.e[0].numpy()}):
+        out = node.execute(model=sd15.model, id_adapter=sd15.adapter, identity=identity)
+        m = out.result[0] if hasattr(out, "result") else out[0]
+        got = sd15.run(m)
+        assert close(got[0], direct[0]) and close(got[1], direct[1])
+    with pytest.raises(TypeError, match="cannot read ArcFace embeddings"):
+        ida.identity_embeddings(object())
