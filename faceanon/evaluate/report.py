@@ -191,6 +191,9 @@ def plots(result: EvaluationResult) -> list[tuple[str, bytes]]:
             ax.scatter(i + _spread(len(d)), d, s=14, color=colors[n])
             if d:
                 ax.hlines(np.median(d), i - 0.3, i + 0.3, color="k", lw=1.5)
+            # how many faces the numbers rest on (the rest: no mesh found in the result)
+            ax.text(i, 1.0, f"n={len(d)}/{len(by_method[n])}", transform=ax.get_xaxis_transform(), ha="center",
+                    va="bottom", fontsize=7)
         ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
         ax.set_title(label + "  (lower = kept)", fontsize=9)
     fig.suptitle("Attribute differences (faces where the mesh found no face in the result are left out)",
