@@ -65,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detect-max-side", type=int, default=1024,
                    help="images are shrunk to this longer side for dlib's HOG detector (default 1024)")
     p.add_argument("--thumbnails", type=int, default=24, help="images shown before/after in the HTML (default 24)")
+    p.add_argument("--limit", type=int, default=0, help="evaluate only the first N originals by name (0 = all)")
     p.add_argument("-q", "--quiet", action="store_true", help="only warnings and the table")
     return p
 
@@ -93,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         originals = fetch_photos() if args.photos else args.originals
         start = time.perf_counter()
         result = evaluate(originals, results, baselines, settings,
-                          save_baselines_to=(args.out / "baselines") if args.save_baselines else None)
+                          save_baselines_to=(args.out / "baselines") if args.save_baselines else None,
+                          limit=args.limit)
         paths = write_report(result, args.out)
     except (EvaluationInputError, PhotoFetchError) as exc:
         sys.stderr.write(f"error: {exc}\n")

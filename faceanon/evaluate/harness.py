@@ -116,17 +116,19 @@ def build_methods(results: dict[str, Path], baselines: list[str], settings: Harn
 def evaluate(originals_dir: Path, results: dict[str, Path] | None = None, baselines: list[str] | tuple = (),
              settings: HarnessSettings | None = None, tools: FaceTools | None = None,
              save_baselines_to: Path | None = None,
-             progress: Callable[[int, int, str], None] | None = None) -> EvaluationResult:
-    """Evaluate every results folder and baseline against the originals. See the module docstring."""
+             progress: Callable[[int, int, str], None] | None = None, limit: int = 0) -> EvaluationResult:
+    """Evaluate every results folder and baseline against the originals (the first `limit` by name when > 0).
+    See the module docstring."""
     settings = settings or HarnessSettings()
     results = dict(results or {})
     methods = build_methods(results, list(baselines), settings)
-    originals = images.list_images(Path(originals_dir), "originals")
+    all_originals = images.list_images(Path(originals_dir), "originals")
+    originals = all_originals[:limit] if limit > 0 else all_originals
     pairs_by_method: dict[str, dict[str, images.Pair]] = {}
     warnings: list[str] = []
     for m in methods:
         if m.kind == "results":
-            pairs, unmatched = images.pair_images(originals, m.source)
+            pairs, unmatched = images.pair_images(all_originals, m.source)
             pairs_by_method[m.name] = {p.name: p for p in pairs}
             if unmatched:
                 msg = (f"{m.name}: {len(unmatched)} result(s) without an original of the same name were ignored: "

