@@ -6,10 +6,11 @@ import numpy as np
 import torch
 
 
-def as_bhwc(images: torch.Tensor, what: str = "images") -> torch.Tensor:
+def as_bhwc(images: torch.Tensor, what: str = "images", allow_empty: bool = False) -> torch.Tensor:
     """Validate a ComfyUI IMAGE ([B, H, W, C] float 0..1); a single [H, W, C] image gets a batch axis.
 
-    Returns a float32 CPU-or-device tensor (not a copy when nothing had to change).
+    Returns a float32 CPU-or-device tensor (not a copy when nothing had to change). An empty batch raises
+    unless `allow_empty`.
     """
     if not isinstance(images, torch.Tensor):
         raise TypeError(f"{what}: expected a torch tensor [batch, height, width, channels], got {type(images).__name__}")
@@ -23,7 +24,7 @@ def as_bhwc(images: torch.Tensor, what: str = "images") -> torch.Tensor:
             f"{what}: expected 1 (grey), 2 (grey + alpha), 3 (RGB) or 4 (RGBA) channels last, got shape "
             f"{tuple(images.shape)}; a channels-first tensor must be permuted to [batch, height, width, channels]"
         )
-    if b == 0 or h == 0 or w == 0:
+    if (b == 0 and not allow_empty) or h == 0 or w == 0:
         raise ValueError(f"{what}: empty image batch, shape {tuple(images.shape)}")
     if not images.is_floating_point():
         images = images.float() / 255.0

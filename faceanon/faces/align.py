@@ -198,23 +198,49 @@ def _weighted_stats(x: torch.Tensor, wt: torch.Tensor):
 def match_color(new: torch.Tensor, ref: torch.Tensor, weight: torch.Tensor, mode: str) -> torch.Tensor:
     """Shift `new` [3, H, W] towards the colour statistics of `ref` in Lab, measured where `weight` [H, W] > 0.
 
-    mode "mean" matches the mean colour (brightness and tint); "mean and contrast" also the spread.
+    mode "mean" matches the mean colour (brightness and tint); "mean and contrast" also the spread. Statistics
+    are measured on area-downsampled copies (at most 128 px); when they already agree, `new` is returned as is.
     """
     if mode == "none":
         return new
     from kornia.color import lab_to_rgb, rgb_to_lab
 
-    wt = weight.clamp(0, 1)
-    if float(wt.sum()) < 16:
+    h, w = new.shape[-2:]
+    small = (min(h, 128), min(w, 128))
+    stack = torch.cat([new, ref, weight[None].clamp(0, 1)], 0)[None]
+    if small != (h, w):
+        stack = F.interpolate(stack, size=small, mode="area")
+    a_s, b_s, wt = rgb_to_lab(stack[:, :3])[0], rgb_to_lab(stack[:, 3:6])[0], stack[0, 6]
+    if float(wt.sum()) < 4:
         wt = torch.ones_like(wt)
-    a, b = rgb_to_lab(new[None])[0], rgb_to_lab(ref[None])[0]
-    ma, sa = _weighted_stats(a, wt)
-    mb, sb = _weighted_stats(b, wt)
-    if mode == "mean":
-        out = a - ma[:, None, None] + mb[:, None, None]
-    else:
-        out = (a - ma[:, None, None]) * (sb / sa)[:, None, None] + mb[:, None, None]
+    ma, sa = _weighted_stats(a_s, wt)
+    mb, sb = _weighted_stats(b_s, wt)
+    ratio = torch.ones_like(sa) if mode == "mean" else sb / sa
+    if float((mb - ma).abs().max()) < 1e-3 and float((ratio - 1).abs().max()) < 1e-4:
+        return new
+    lab = rgb_to_lab(new[None])[0]
+    out = (lab - ma[:, None, None]) * ratio[:, None, None] + mb[:, None, None]
     return lab_to_rgb(out[None])[0].clamp(0, 1)
+
+
+def _feather_mask(a: torch.Tensor, feather: float) -> torch.Tensor:
+    """Gaussian feather of a [H, W] mask over about `feather` pixels (kornia blur; large feathers are blurred at
+    a reduced resolution, which is the same up to interpolation)."""
+    from kornia.filters import gaussian_blur2d
+
+    if feather <= 0:
+        return a
+    h, w = a.shape
+    x = a[None, None]
+    factor = max(1.0, feather / 6.0)
+    if factor > 1.5:
+        x = F.interpolate(x, size=(max(1, round(h / factor)), max(1, round(w / factor))), mode="area")
+    f = feather / (factor if factor > 1.5 else 1.0)
+    k = 2 * int(math.ceil(f)) + 1
+    x = gaussian_blur2d(x, (k, k), (f / 2.5, f / 2.5), border_type="constant")
+    if x.shape[-2:] != (h, w):
+        x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
+    return x[0, 0]
 
 
 def _border_fade(size: int, width: float, device) -> torch.Tensor:
@@ -305,7 +331,7 @@ def paste_faces(
         (images [B, H, W, C] float32, alpha [B, H, W] the mask actually used, 0 where nothing changed).
     """
     images = as_bhwc(images)
-    crops = as_bhwc(crops, "crops")
+    crops = as_bhwc(crops, "crops", allow_empty=True)
     b, h, w, c = images.shape
     n = len(info)
     if (h, w) != tuple(info.image_size) or b != info.batch_size:
@@ -327,7 +353,7 @@ def paste_faces(
         raise ValueError(f"crops must be square, got {crops.shape[2]}x{s_new}")
     crop_mask, image_mask = _resolve_mask(mask, mask_space, n, b, (s_new, s_new), (h, w))
     r = s_new / info.size
-    rescale = np.linalg.inv(_resize_matrix((s_new, s_new), (info.size, info.size)))  # old crop px -> new crop px
+    rescale = _resize_matrix((s_new, s_new), (info.size, info.size))  # old crop px -> new crop px
     src_rgb = rgb(images).permute(0, 3, 1, 2)
     new_all = rgb(crops).permute(0, 3, 1, 2).to(images.device)
     fade = _border_fade(s_new, max(feather, 2.0 * r), images.device)
@@ -346,12 +372,7 @@ def paste_faces(
         a = face if limit_to_face else torch.ones_like(face)
         if crop_mask is not None:
             a = a * crop_mask[i if crop_mask.shape[0] > 1 else 0].to(a.device)
-        if feather > 0:
-            from kornia.filters import gaussian_blur2d
-
-            k = 2 * int(math.ceil(feather)) + 1
-            a = gaussian_blur2d(a[None, None], (k, k), (feather / 2.5, feather / 2.5), border_type="constant")[0, 0]
-        a = a * fade
+        a = _feather_mask(a, feather) * fade
         new = match_color(new, orig, face, color_match)
         if detail_tolerance > 0:
             diff = (new - orig).abs().amax(0)
@@ -363,14 +384,15 @@ def paste_faces(
             continue
         to_region = np.linalg.inv(_translate(x0, y0)) @ inv
         rh, rw = y1 - y0, x1 - x0
-        stack = torch.cat([new, orig], 0)[None]
+        stack = torch.cat([new, orig, a[None], keep[None]], 0)[None]
         back = _warp(stack, to_region, (rh, rw), "bicubic", "zeros")[0]
-        back_new, back_orig = back[:3], back[3:]
-        masks = _warp(torch.stack([a, keep])[None], to_region, (rh, rw), "bilinear", "zeros")[0]
-        alpha, back_keep = masks[0].clamp(0, 1), masks[1].clamp(0, 1)
+        back_new, back_orig = back[:3], back[3:6]
+        alpha, back_keep = back[6].clamp(0, 1), back[7].clamp(0, 1)
         if image_mask is not None:
             alpha = alpha * image_mask[bi if image_mask.shape[0] > 1 else 0, y0:y1, x0:x1].to(alpha.device)
+        # snap: below 1/512 nothing changes (exactly the input), above 1 - 1/512 the crop replaces the pixel
         alpha = torch.where(alpha < 1.0 / 512, torch.zeros_like(alpha), alpha)
+        alpha = torch.where(alpha > 1.0 - 1.0 / 512, torch.ones_like(alpha), alpha)
         src_region = src_rgb[bi, :, y0:y1, x0:x1]
         composite = (back_new + back_keep * (src_region - back_orig)).clamp(0, 1)
         cur = out[bi, y0:y1, x0:x1]  # [rh, rw, C]
