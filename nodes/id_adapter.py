@@ -156,7 +156,7 @@ class FaceIDAttn2Patch:
         w_k, w_v = adapter.module.kv(self.layer.processor, q.device, q.dtype)
         term = faceid.ip_attention_term(q, tokens, w_k, w_v, extra_options["n_heads"],
                                         upcast=extra_options.get("attn_precision") == torch.float32)
-        return out + (term * st.weight).to(out.dtype)
+        return torch.add(out, term.to(out.dtype), alpha=st.weight)
 
     # ComfyUI's memory manager: model_patches_to(device / dtype) and model_patches_models()
     def to(self, device_or_dtype):

@@ -49,7 +49,8 @@ def test_sd15_processor_map_is_down_up_mid():
     assert [la.block for la in cross] == ([("input", i) for i in (1, 2, 4, 5, 7, 8)]
                                           + [("output", i) for i in range(3, 12)] + [("middle", 0)])
     assert SD15_LAYERS[0].prefix == "input_blocks.1.1.transformer_blocks.0.attn1"
-    assert SD15_LAYERS[1].weight_key("to_out") == "diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_out.0.weight"
+    assert (SD15_LAYERS[1].weight_key("to_out")
+            == "diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_out.0.weight")
     assert {la.context_dim for la in cross} == {768}
 
 
@@ -293,7 +294,8 @@ def test_null_identity_is_the_projection_of_zero(tiny_module):
 
 def test_decoupled_attention_matches_naive():
     g = torch.Generator().manual_seed(0)
-    q, k, v = torch.randn(2, 10, 24, generator=g), torch.randn(2, 4, 24, generator=g), torch.randn(2, 4, 24, generator=g)
+    q = torch.randn(2, 10, 24, generator=g)
+    k, v = torch.randn(2, 4, 24, generator=g), torch.randn(2, 4, 24, generator=g)
     heads, d = 3, 8
     ref = []
     for h in range(heads):
