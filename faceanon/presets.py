@@ -23,6 +23,7 @@ class Settings:
     cfg: float             # sampling guidance scale; negative pushes away from the conditional branch
     identity_scale: float  # factor on the ArcFace embedding in the conditional branch (NullFace -1, RP +1)
     zero_negative: bool    # unconditional text = zeroed prompt (SDXL's empty prompt) instead of the encoded ""
+    gate_face: bool        # gate the identity guidance to the face region (else the whole crop is guided)
     mask_delay: int        # sampling steps with guidance everywhere before the region mask gates it
     mask_feather: float    # Gaussian sigma of the latent mask, latent pixels (0 = NullFace's hard mask)
     resolution: int        # side of the aligned face crop, pixels
@@ -37,14 +38,14 @@ PRESETS: dict[str, Settings] = {
     # during inversion, negated identity with guidance +10, mask after 10 steps.
     "NullFace (SD1.5)": Settings(
         solver="ddpm", steps=30, skip=0.7, eta=1.0, inversion_cfg=1.0, cfg=10.0, identity_scale=-1.0,
-        zero_negative=False, mask_delay=10, mask_feather=0.0, resolution=512, margin=1.0, adapter_weight=1.0,
-        lora_strength=1.0, keep_final_residual=False),
+        zero_negative=False, gate_face=True, mask_delay=10, mask_feather=0.0, resolution=512, margin=1.0,
+        adapter_weight=1.0, lora_strength=1.0, keep_final_residual=False),
     # Reverse Personalization (WACV 2026): SDXL, DPM-Solver++ 2M SDE, 100 steps within the last 30% of the range,
     # inversion CFG -10 between the zeroed and the "" prompt, positive identity with guidance -10.
     "Reverse Personalization (SDXL)": Settings(
         solver="dpmpp_2m_sde", steps=100, skip=0.7, eta=1.0, inversion_cfg=-10.0, cfg=-10.0, identity_scale=1.0,
-        zero_negative=True, mask_delay=0, mask_feather=0.0, resolution=1024, margin=1.0, adapter_weight=1.0,
-        lora_strength=1.0, keep_final_residual=False),
+        zero_negative=True, gate_face=False, mask_delay=0, mask_feather=0.0, resolution=1024, margin=1.0,
+        adapter_weight=1.0, lora_strength=1.0, keep_final_residual=False),
 }
 
 _RANGES = {

@@ -139,11 +139,16 @@ class ComfyHost:
     def validate(self, prompt: dict) -> tuple[bool, object, list, dict]:
         return asyncio.run(self.execution.validate_prompt(str(uuid.uuid4()), prompt, None))
 
-    def run(self, prompt: dict, executor=None) -> dict[str, list]:
-        """Validate and execute an API-format graph; return {node_id: raw outputs} of every node run or cached."""
-        ok, err, outputs, node_errors = self.validate(prompt)
-        if not ok or node_errors:
-            raise HostRunError(f"graph did not validate: {err} {node_errors}")
+    def run(self, prompt: dict, executor=None, all_nodes: bool = False) -> dict[str, list]:
+        """Validate and execute an API-format graph; return {node_id: raw outputs} of every node run or cached.
+
+        `all_nodes` makes every node a target (ComfyUI's partial execution), for graphs without an output node."""
+        if all_nodes:  # validation insists on output nodes; execute every node as a target instead
+            outputs = list(prompt)
+        else:
+            ok, err, outputs, node_errors = self.validate(prompt)
+            if not ok or node_errors:
+                raise HostRunError(f"graph did not validate: {err} {node_errors}")
         ex = executor or self.executor
         ex.stub.messages.clear()
         ex.execute(prompt, str(uuid.uuid4()), {}, outputs)
