@@ -124,7 +124,7 @@ class FaceAnonymize(io.ComfyNode):
         return io.Schema(
             node_id="FaceAnonymize",
             display_name="Anonymize Faces (FaceAnon)",
-            category="FaceAnon",
+            category="FaceAnon/anonymize",
             description=(
                 "Removes the identity of every face while keeping pose, expression, gaze, hair, lighting and "
                 "background: detect -> align/crop -> invert with the null identity -> sample away from the "

@@ -4,8 +4,8 @@ Branch contract with nodes/id_adapter.py: the guider calls ``calc_cond_batch`` w
 
     0: positive text + the person's (scaled / negated) identity      <- the only branch with an identity
     1: unconditional text (attribute prompt, else negative) + null identity
-    2: positive text + null identity      (only while the mask gate is active and the texts differ)
-    3: negative text + null identity      (only while the mask gate is active and an attribute prompt is set)
+    2: positive text + null identity      (mask gate active, unless both texts are equal and there is no attribute)
+    3: negative text + null identity      (mask gate active, attribute prompt set and the texts differ)
 
 and tells the adapter ``faceanon_identity = {0: identity}``; every other index gets the null identity.
 """
@@ -48,7 +48,7 @@ class IdentityGuider(comfy.samplers.CFGGuider):
         if attribute is not None:
             conds["attribute"] = attribute
         self.inner_set_conds(conds)
-        self.text_pairs_equal = _same_conditioning(positive, negative) and attribute is None
+        self.same_text = _same_conditioning(positive, negative)
 
     def set_identity(self, embeddings: torch.Tensor, identity_scale: float):
         self.identity = core.branch_identity(embeddings, identity_scale)
@@ -72,9 +72,11 @@ class IdentityGuider(comfy.samplers.CFGGuider):
         sigmas = model_options.get("transformer_options", {}).get("sample_sigmas")
         gated = getattr(self, "mask", None) is not None and core.step_index(timestep[0], sigmas) >= self.mask_delay
         conds = [positive, uncond]
-        if gated and not self.text_pairs_equal:
+        # The identity-free prediction used outside the mask: the same guidance with the null identity and the
+        # inversion's texts. Extra branches only where it differs from the ones already computed.
+        if gated and not (attribute is None and self.same_text):
             conds.append(positive)
-            if attribute is not None:
+            if attribute is not None and not self.same_text:
                 conds.append(negative)
         mo = with_branch_identities(model_options, {0: self.identity})
         out = comfy.samplers.calc_cond_batch(self.inner_model, conds, x, timestep, mo)
@@ -87,11 +89,13 @@ class IdentityGuider(comfy.samplers.CFGGuider):
                                              model_options=mo, cond=positive, uncond=uncond)
         if not gated:
             return guided
-        if self.text_pairs_equal:
-            outside = out[1]  # both texts equal and no attribute: identity-free CFG is the null branch itself
+        if len(conds) == 2:
+            outside = out[1]  # same text in both branches, no attribute: the null branch itself
+        elif self.same_text:
+            outside = out[2]  # CFG between two equal predictions is either of them
         else:
-            outside = comfy.samplers.cfg_function(self.inner_model, out[2], out[3] if attribute is not None else
-                                                  out[1], self.cfg, x, timestep, model_options=mo, cond=positive,
+            outside = comfy.samplers.cfg_function(self.inner_model, out[2], out[3] if len(conds) == 4 else out[1],
+                                                  self.cfg, x, timestep, model_options=mo, cond=positive,
                                                   uncond=negative)
         return core.gate(guided, outside, self.latent_mask(x.shape))
 

@@ -21,13 +21,10 @@ import torch
 
 from ..faceanon import inversion as core
 from ..faceanon.schedules import inversion_sigmas, max_steps
+from .id_adapter import IDENTITY_KEY
 from .types import Inversion, io
 
 logger = logging.getLogger(__name__)
-
-# transformer_options key read by the identity adapter's attention patch (see nodes/id_adapter.py): a map from
-# cond index to identity embedding; an empty map means "null identity in every branch".
-IDENTITY_KEY = "faceanon_identity"
 
 
 @dataclass(frozen=True)

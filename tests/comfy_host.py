@@ -165,7 +165,7 @@ class ComfyHost:
         for node_id in prompt:
             entry = ex.caches.outputs.get(node_id)
             if entry is not None:
-                raw = entry.outputs if hasattr(entry, "outputs") else entry[0]
+                raw = entry.outputs if hasattr(entry, "outputs") else entry  # 0.4+: CacheEntry; 0.3: the list
                 # one value per output socket (ComfyUI keeps a list per socket for list outputs)
                 results[node_id] = [o[0] if isinstance(o, list) and len(o) == 1 else o for o in raw]
         return results
