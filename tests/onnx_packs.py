@@ -143,6 +143,18 @@ def _value(name, shape):
     return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
 
 
+def _dummy_compute(g: _Graph, x: str, stem_stride: int, channels: int, layers: int, seed: int) -> str:
+    """A conv stack whose result is multiplied by zero: real-model-like compute without changing any output.
+    Returns a [N, 1, 1, 1] zero tensor that depends on the whole stack."""
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((channels, 3, stem_stride, stem_stride)).astype(np.float32) * 0.1
+    h = g.op("Relu", [g.op("Conv", [x, g.const(w)], strides=[stem_stride, stem_stride])])
+    for _ in range(layers):
+        w = rng.standard_normal((channels, channels, 3, 3)).astype(np.float32) / np.sqrt(9 * channels)
+        h = g.op("Relu", [g.op("Conv", [h, g.const(w)], pads=[1, 1, 1, 1])])
+    return g.op("Mul", [g.op("ReduceMean", [h], axes=[1, 2, 3], keepdims=1), g.const(0.0)])
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # detector (SCRFD signature: 9 outputs)
 # ---------------------------------------------------------------------------------------------------------------
@@ -150,7 +162,8 @@ SCORE_GAIN = 14.0
 SCORE_OFFSET = 0.38
 
 
-def detector_model():
+def detector_model(compute: bool = False):
+    """`compute`: add about 10 GFLOPs per 640x640 pass (like the real SCRFD-10G) that do not change the outputs."""
     g = _Graph()
     x = "input.1"
     # insightface feeds (pixel - 127.5) / 128 in RGB order.
@@ -159,6 +172,8 @@ def detector_model():
     b = g.op("Slice", [x, g.iconst([2]), g.iconst([3]), g.iconst([1])])
     m = g.op("Sub", [g.op("Sub", [g.op("Min", [r, b]), gr]), g.const(0.5)])
     m = g.op("Clip", [g.op("Mul", [m, g.const(2.0)]), g.const(0.0), g.const(1.0)])  # magenta-ness 0..1
+    if compute:  # 5 x (64 -> 64, 3x3) at 1/4 resolution: ~9.5 GFLOPs at 640x640
+        m = g.op("Add", [m, _dummy_compute(g, x, 4, 64, 5, seed=101)])
     scores, boxes, kpss = [], [], []
     for s in (8, 16, 32):
         # centres of the 8 cells around an anchor (pixel centres at integer coordinates), in strides
@@ -196,7 +211,8 @@ def detector_model():
 # ---------------------------------------------------------------------------------------------------------------
 # recognizer (ArcFace signature: Nx3x112x112 -> Nx512)
 # ---------------------------------------------------------------------------------------------------------------
-def recognizer_model(seed: int, embedded_normalisation: bool):
+def recognizer_model(seed: int, embedded_normalisation: bool, compute: bool = False):
+    """`compute`: add about 6.5 GFLOPs per face (like the real ResNet-50 ArcFace) that do not change the output."""
     g = _Graph()
     x = "input.1"
     h = x
@@ -209,6 +225,9 @@ def recognizer_model(seed: int, embedded_normalisation: bool):
     w = np.random.default_rng(seed).standard_normal((192, 512)).astype(np.float32) / np.sqrt(192)
     bias = np.random.default_rng(seed + 1).standard_normal(512).astype(np.float32) * 0.05
     h = g.op("MatMul", [h, g.const(w)])
+    if compute:  # 7 x (128 -> 128, 3x3) at 56x56: ~6.5 GFLOPs per face
+        zero = g.op("Reshape", [_dummy_compute(g, x, 2, 128, 7, seed=202), g.iconst([-1, 1])])
+        h = g.op("Add", [h, zero])
     g.op("Add", [h, g.const(bias)], out="683")
     return g.model([_value(x, ["None", 3, 112, 112])], [_value("683", ["None", 512])], "arcface_synthetic")
 
@@ -244,10 +263,12 @@ def genderage_model():
     return _constant_head(96, np.array([0.2, 0.8, 0.31], np.float32), "genderage_synthetic")
 
 
-def write_pack(folder: Path | str, name: str = "buffalo_l", *, skip: tuple[str, ...] = ()) -> Path:
+def write_pack(folder: Path | str, name: str = "buffalo_l", *, skip: tuple[str, ...] = (),
+               compute: bool = False) -> Path:
     """Write a synthesized pack `name` ("buffalo_l" or "antelopev2") into `folder` (created); return `folder`.
 
     `skip` names roles ("detector", "recognizer", "landmark_2d", "landmark_3d", "genderage") to leave out.
+    `compute` gives the detector and recognizer the real models' compute cost (for benchmarks; same outputs).
     """
     import onnx
 
@@ -255,9 +276,9 @@ def write_pack(folder: Path | str, name: str = "buffalo_l", *, skip: tuple[str, 
     folder.mkdir(parents=True, exist_ok=True)
     files = PACK_FILES[name]
     builders = {
-        "detector": detector_model,
+        "detector": lambda: detector_model(compute),
         "recognizer": lambda: recognizer_model(seed=11 if name == "buffalo_l" else 23,
-                                               embedded_normalisation=name == "buffalo_l"),
+                                               embedded_normalisation=name == "buffalo_l", compute=compute),
         "landmark_2d": landmark_106_model,
         "landmark_3d": landmark_3d68_model,
         "genderage": genderage_model,

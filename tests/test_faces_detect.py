@@ -231,18 +231,28 @@ def test_scan_plan():
         return sum(len(p.tiles) for p in plan if p.kind == "tiles")
 
     assert [p.kind for p in F.scan_plan(1024, 1024, 640, 24)] == ["global", "coarse"]
-    assert tiles(F.scan_plan(4096, 4096, 640, 24)) == 36
+    assert tiles(F.scan_plan(4096, 4096, 640, 24)) == 25
     assert tiles(F.scan_plan(4096, 4096, 640, 200)) == 0
     assert tiles(F.scan_plan(20000, 20000, 640, 4)) <= A.MAX_TILES
     assert [p.kind for p in F.scan_plan(1, 1, 640, 24)] == ["global", "coarse"]
-    for h, w in ((4096, 4096), (3000, 8000), (700, 5000)):
-        for p in F.scan_plan(h, w, 640, 24):
+    for h, w in ((4096, 4096), (3000, 8000), (700, 5000), (9000, 9000)):
+        plan = F.scan_plan(h, w, 640, 24)
+        scales = [p.scale for p in plan if p.kind == "tiles"] + [plan[0].scale]
+        for p in plan:
             sw, sh = p.scaled_size
             covered = np.zeros((sh, sw), bool)
             for x, y, tw, th in p.tiles:
                 assert 0 < tw <= p.canvas and 0 < th <= p.canvas
                 covered[y:y + th, x:x + tw] = True
             assert covered.all()
+            if p.kind == "tiles":
+                # any face the next coarser pass is too coarse for fits whole into some tile
+                coarser = scales[scales.index(p.scale) + 1]
+                missed = A.DETECTOR_MIN_FACE * p.scale / coarser
+                for axis in (0, 1):
+                    starts = sorted({t[axis] for t in p.tiles})
+                    for a, b in zip(starts, starts[1:]):
+                        assert a + p.canvas - b >= missed
 
 
 def test_batch_mixing_images_with_and_without_faces(analysis):

@@ -45,5 +45,10 @@ def rgb(images: torch.Tensor) -> torch.Tensor:
 
 def to_bgr_uint8(image_rgb: torch.Tensor) -> np.ndarray:
     """One [H, W, 3] float 0..1 image -> contiguous H x W x 3 uint8 BGR (what insightface reads)."""
-    arr = (image_rgb.detach().float().clamp(0, 1) * 255.0).round().to(torch.uint8).cpu().numpy()
-    return np.ascontiguousarray(arr[..., ::-1])
+    import cv2  # an insightface dependency; ~10x faster than the same in torch on a 16 MP photo
+
+    a = np.ascontiguousarray(image_rgb.detach().float().cpu().numpy())
+    if a.size and float(a.min()) < 0:  # convertScaleAbs takes |x|: clip negatives first (copy, input untouched)
+        a = np.maximum(a, 0.0)
+    u8 = cv2.convertScaleAbs(a, alpha=255.0)  # round to nearest, saturate at 255
+    return cv2.cvtColor(u8, cv2.COLOR_RGB2BGR)

@@ -464,8 +464,9 @@ def scan_plan(height: int, width: int, det_size: int = 640, min_face_size: float
     - "coarse": the whole image fitted into 128 px, for faces that fill the frame;
     - "tiles": only when the global pass would shrink a `min_face_size` face below what SCRFD can see
       (`DETECTOR_MIN_FACE` px): the image is scaled so that such a face is big enough (at most 2x up) and cut
-      into det_size tiles overlapping by a quarter; coarser tile levels (x1/4) are added until the global pass
-      covers the rest. Total tiles are capped at `MAX_TILES` by raising the finest scale.
+      into det_size tiles; coarser tile levels (x1/4) are added until the global pass covers the rest. Tiles
+      overlap by enough to hold, whole, every face too small for the next coarser pass (at most a quarter tile).
+      Total tiles are capped at `MAX_TILES` by raising the finest scale.
     """
     if height < 1 or width < 1:
         raise ValueError(f"image size must be positive, got {width}x{height}")
@@ -480,18 +481,20 @@ def scan_plan(height: int, width: int, det_size: int = 640, min_face_size: float
     while s > g * 1.25:
         levels.append(s)
         s /= 4
-    overlap = det_size // 4
-    step = det_size - overlap
 
-    def tiles_at(scale):
+    def tiles_at(i, scale, lv):
+        coarser = lv[i + 1] if i + 1 < len(lv) else g
+        # a face the coarser pass misses is < DETECTOR_MIN_FACE / coarser px, i.e. this many px at this scale
+        overlap = min(det_size // 4, math.ceil(1.3 * DETECTOR_MIN_FACE * scale / coarser) + 16)
+        step = det_size - overlap
         sw, sh = max(1, round(width * scale)), max(1, round(height * scale))
         xs, ys = _axis_tiles(sw, det_size, step), _axis_tiles(sh, det_size, step)
         return sw, sh, tuple((x, y, min(det_size, sw - x), min(det_size, sh - y)) for y in ys for x in xs)
 
-    while levels and sum(len(tiles_at(s)[2]) for s in levels) > MAX_TILES:
+    while levels and sum(len(tiles_at(i, s, levels)[2]) for i, s in enumerate(levels)) > MAX_TILES:
         levels = [lv * 0.8 for lv in levels if lv * 0.8 > g * 1.25]
-    for s in levels:
-        sw, sh, tiles = tiles_at(s)
+    for i, s in enumerate(levels):
+        sw, sh, tiles = tiles_at(i, s, levels)
         passes.append(ScanPass("tiles", s, det_size, (sw, sh), tiles))
     return passes
 
@@ -534,10 +537,11 @@ def _resize(bgr: np.ndarray, w: int, h: int) -> np.ndarray:
     return cv2.resize(bgr, (w, h), interpolation=cv2.INTER_AREA if shrink < 0.5 else cv2.INTER_LINEAR)
 
 
-def _run_pass(det, bgr: np.ndarray, p: ScanPass, threshold: float):
+def _run_pass(det, bgr: np.ndarray, p: ScanPass, threshold: float, source: np.ndarray | None = None):
+    """Detections of one pass in full-image pixels; `source` is an already-scaled copy to resize from."""
     height, width = bgr.shape[:2]
     sw, sh = p.scaled_size
-    scaled = _resize(bgr, sw, sh)
+    scaled = _resize(bgr if source is None else source, sw, sh)
     if p.kind == "tiles":
         sx, sy = sw / width, sh / height
     else:
@@ -572,13 +576,18 @@ def _run_pass(det, bgr: np.ndarray, p: ScanPass, threshold: float):
         boxes.append(bx)
         scores.append(sc)
         kpss.append(kp)
-    return boxes, scores, kpss
+    return boxes, scores, kpss, scaled
 
 
 def _detect_one(analysis: FaceAnalysis, bgr: np.ndarray, plan: Sequence[ScanPass], threshold: float):
     boxes, scores, kpss = [], [], []
+    global_scaled = None
     for p in plan:
-        b, s, k = _run_pass(analysis.detector, bgr, p, threshold)
+        # the coarse pass of a large photo resizes the global pass's image (same result, far less work)
+        source = global_scaled if p.kind == "coarse" and max(bgr.shape[:2]) > 2 * analysis.det_size else None
+        b, s, k, scaled = _run_pass(analysis.detector, bgr, p, threshold, source)
+        if p.kind == "global":
+            global_scaled = scaled
         boxes += b
         scores += s
         kpss += k
