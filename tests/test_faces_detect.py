@@ -159,6 +159,14 @@ def test_side_by_side_onnxruntime_is_detected_and_explained(pack_root, monkeypat
         F.load_face_analysis("buffalo_l", [pack_root], provider="CUDA")
 
 
+def test_which_distributions_count_as_onnxruntime():
+    for name in ("onnxruntime", "onnxruntime-gpu", "onnxruntime_gpu", "onnxruntime-directml", "onnxruntime-rocm",
+                 "onnxruntime-openvino", "onnxruntime-silicon", "ort-nightly-gpu", "ONNXRuntime-GPU"):
+        assert A.is_runtime_distribution(name), name
+    for name in ("onnxruntime-extensions", "onnxruntime-genai", "onnxruntime-ep-openvino", "onnx", "insightface"):
+        assert not A.is_runtime_distribution(name), name
+
+
 def test_installed_onnxruntime_is_a_single_distribution():
     dists = F.onnxruntime_distributions()
     assert dists, "onnxruntime not found among installed distributions"

@@ -195,8 +195,16 @@ def find_pack(name: str, roots: Sequence[str | os.PathLike]) -> tuple[Path, dict
 # ---------------------------------------------------------------------------------------------------------------
 # onnxruntime
 # ---------------------------------------------------------------------------------------------------------------
-_ORT_DIST = re.compile(r"^(onnxruntime([-_](gpu|directml|openvino|silicon|rocm|qnn|cann|migraphx|training))?"
-                       r"|ort[-_]nightly([-_]gpu)?)$", re.IGNORECASE)
+# Distributions that install the `onnxruntime` module itself (add-ons such as onnxruntime-extensions,
+# onnxruntime-genai or the onnxruntime-ep-* plugins do not, and may sit beside one of these).
+_ORT_DIST = re.compile(
+    r"^(onnxruntime([-_](gpu|gpu[-_]extended|directml|openvino|silicon|rocm|qnn|cann|migraphx|coreml|azure"
+    r"|training|training[-_]cpu))?|ort[-_]nightly([-_](gpu|directml))?)$", re.IGNORECASE)
+
+
+def is_runtime_distribution(name: str) -> bool:
+    """True for a distribution that provides the `onnxruntime` module (onnxruntime, onnxruntime-gpu, ...)."""
+    return bool(_ORT_DIST.match(name.strip()))
 
 
 def onnxruntime_distributions() -> list[tuple[str, str]]:
@@ -206,7 +214,7 @@ def onnxruntime_distributions() -> list[tuple[str, str]]:
     seen = {}
     for dist in metadata.distributions():
         name = (dist.metadata.get("Name") or "").strip()
-        if name and _ORT_DIST.match(name):
+        if name and is_runtime_distribution(name):
             seen[name.lower().replace("_", "-")] = dist.version
     return sorted(seen.items())
 
