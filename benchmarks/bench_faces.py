@@ -17,6 +17,7 @@ Rows:
     python benchmarks/bench_faces.py --repeats 5
 """
 
+# ruff: noqa: T201  (a benchmark prints its table)
 from __future__ import annotations
 
 import argparse
@@ -33,7 +34,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from faceanon import faces as F  # noqa: E402
+from faceanon import faces as F  # noqa: E402, N812
 from tests.onnx_packs import draw_face, write_pack  # noqa: E402
 
 PHOTOS = {
@@ -92,10 +93,10 @@ def main() -> None:
             tensor = torch.from_numpy(img)[None]
             n_true = len(PHOTOS[size])
             configs = {"faceanon": 24, "faceanon-2pass": 16 * size / 640}
-            fns = {"insightface": lambda: theirs.get(bgr)}
+            fns = {"insightface": lambda b=bgr: theirs.get(b)}
             for label, min_face in configs.items():
-                fns[label] = lambda m=min_face: F.detect(ours, tensor, min_face_size=m, landmarks=False,
-                                                         if_no_face="flag and pass through")
+                fns[label] = lambda m=min_face, t=tensor: F.detect(ours, t, min_face_size=m, landmarks=False,
+                                                                   if_no_face="flag and pass through")
             res = timed(fns, args.repeats)
             rows = [("insightface", res["insightface"][0], len(res["insightface"][1]), 2)]
             for label, min_face in configs.items():

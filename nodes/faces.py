@@ -16,7 +16,7 @@ import comfy.utils
 import folder_paths
 import torch
 
-from ..faceanon import faces as F
+from ..faceanon import faces as F  # noqa: N812
 from .types import FaceAnalysis, FaceCrops, Faces, Identity, io
 
 logger = logging.getLogger(__name__)

@@ -3,13 +3,13 @@
 The real packs cannot be downloaded here (and their weights are non-commercial), so tests build packs that mirror
 the real ones' file names and input/output signatures, and that insightface's `model_zoo` routes to the same classes:
 
-| file (buffalo_l / antelopev2)            | input          | outputs                                      | insightface class |
-|------------------------------------------|----------------|----------------------------------------------|-------------------|
-| det_10g.onnx / scrfd_10g_bnkps.onnx      | 1x3x?x?        | 9: scores, boxes, kps for strides 8/16/32    | SCRFD             |
-| w600k_r50.onnx / glintr100.onnx          | Nx3x112x112    | Nx512                                        | ArcFaceONNX       |
-| 2d106det.onnx                            | Nx3x192x192    | Nx212 (106 x 2)                              | Landmark          |
-| 1k3d68.onnx                              | Nx3x192x192    | Nx3309                                       | Landmark (3d)     |
-| genderage.onnx                           | Nx3x96x96      | Nx3                                          | Attribute         |
+| file (buffalo_l / antelopev2)        | input       | outputs                                   | insightface class |
+|--------------------------------------|-------------|-------------------------------------------|-------------------|
+| det_10g.onnx / scrfd_10g_bnkps.onnx  | 1x3x?x?     | 9: scores, boxes, kps, strides 8/16/32    | SCRFD             |
+| w600k_r50.onnx / glintr100.onnx      | Nx3x112x112 | Nx512                                     | ArcFaceONNX       |
+| 2d106det.onnx                        | Nx3x192x192 | Nx212 (106 x 2)                           | Landmark          |
+| 1k3d68.onnx                          | Nx3x192x192 | Nx3309                                    | Landmark (3d)     |
+| genderage.onnx                       | Nx3x96x96   | Nx3                                       | Attribute         |
 
 The networks are small hand-built graphs with predictable behaviour instead of random weights:
 
@@ -97,14 +97,15 @@ MEAN_SHAPE_106 = _mean_shape_106()
 # ---------------------------------------------------------------------------------------------------------------
 def _helpers():
     import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import TensorProto as tensor_proto  # noqa: N813
+    from onnx import helper, numpy_helper
 
-    return onnx, TensorProto, helper, numpy_helper
+    return onnx, tensor_proto, helper, numpy_helper
 
 
 class _Graph:
     def __init__(self):
-        onnx, TensorProto, helper, numpy_helper = _helpers()
+        onnx, tensor_proto, helper, numpy_helper = _helpers()
         self.helper = helper
         self.numpy_helper = numpy_helper
         self.nodes = []
@@ -130,7 +131,7 @@ class _Graph:
         return out
 
     def model(self, inputs, outputs, name):
-        onnx, TensorProto, helper, numpy_helper = _helpers()
+        onnx, tensor_proto, helper, numpy_helper = _helpers()
         graph = helper.make_graph(self.nodes, name, inputs, outputs, self.inits)
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="faceanon-tests")
         model.ir_version = IR_VERSION
@@ -139,8 +140,8 @@ class _Graph:
 
 
 def _value(name, shape):
-    onnx, TensorProto, helper, numpy_helper = _helpers()
-    return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
+    onnx, tensor_proto, helper, numpy_helper = _helpers()
+    return helper.make_tensor_value_info(name, tensor_proto.FLOAT, shape)
 
 
 def _dummy_compute(g: _Graph, x: str, stem_stride: int, channels: int, layers: int, seed: int) -> str:
@@ -202,7 +203,8 @@ def detector_model(compute: bool = False):
         kx = g.op("Concat", kp + kp, axis=1)
         for t, width, dest in ((sc, 1, scores), (bx, 4, boxes), (kx, 10, kpss)):
             tt = g.op("Transpose", [t], perm=[0, 2, 3, 1])
-            dest.append(g.op("Reshape", [tt, g.iconst([-1, width])], out=f"{['score', 'bbox', 'kps'][[1, 4, 10].index(width)]}_{s}"))
+            kind = {1: "score", 4: "bbox", 10: "kps"}[width]
+            dest.append(g.op("Reshape", [tt, g.iconst([-1, width])], out=f"{kind}_{s}"))
     outputs = [_value(n, [f"n{i}", w]) for i, (n, w) in enumerate(
         [(n, 1) for n in scores] + [(n, 4) for n in boxes] + [(n, 10) for n in kpss])]
     return g.model([_value(x, [1, 3, "?", "?"])], outputs, "scrfd_synthetic")

@@ -16,8 +16,8 @@ pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 pytest.importorskip("insightface")
 
-from faceanon import faces as F  # noqa: E402
-from faceanon.faces import analysis as A  # noqa: E402
+from faceanon import faces as F  # noqa: E402, N812
+from faceanon.faces import analysis as A  # noqa: E402, N812
 from tests.onnx_packs import PACK_FILES, draw_face, expected_kps, write_pack  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
@@ -53,7 +53,7 @@ def batch(*imgs):
 def match(faces, specs):
     """For each spec, the detected face whose box centre is nearest; asserts one-to-one."""
     out = []
-    for c, d, _ in specs:
+    for c, _, _ in specs:
         dists = [np.hypot(f.center[0] - c[0], f.center[1] - c[1]) for f in faces]
         out.append(faces[int(np.argmin(dists))])
     assert len({id(f) for f in out}) == len(specs)
@@ -180,7 +180,7 @@ def test_every_face_with_keypoints_landmarks_and_embeddings(analysis):
     specs = [((200, 220), 120, 1), ((560, 300), 64, 2), ((820, 480), 190, 3)]
     faces = F.detect(analysis, batch(scene(700, 1000, specs)), order="left to right")
     assert len(faces) == 3 and faces.missing == () and faces.counts() == [1 * 3]
-    for f, (c, d, _) in zip(faces, specs):
+    for f, (c, d, _) in zip(faces, specs, strict=True):
         assert f.image_index == 0
         np.testing.assert_allclose(f.box, [c[0] - d / 2, c[1] - d / 2, c[0] + d / 2, c[1] + d / 2], atol=1.5)
         assert np.abs(f.kps - expected_kps(c, d)).max() < 0.03 * d + 1
@@ -225,7 +225,7 @@ def test_small_faces_in_a_large_photo_are_found_by_tiles(analysis, pack_root):
     img = scene(h, w, specs)
     faces = F.detect(analysis, batch(img), min_face_size=24)
     assert len(faces) == len(specs), faces.report
-    for f, (c, d, _) in zip(match(faces, specs), specs):
+    for f, (c, d, _) in zip(match(faces, specs), specs, strict=True):
         assert abs(f.size - d) < 0.05 * d + 2 and np.hypot(f.center[0] - c[0], f.center[1] - c[1]) < 0.05 * d + 2
     # insightface's default two-size scan misses the small ones
     app = FaceAnalysis(name=str(pack_root / "models" / "buffalo_l"), allowed_modules=["detection"],
@@ -259,7 +259,7 @@ def test_scan_plan():
                 missed = A.DETECTOR_MIN_FACE * p.scale / coarser
                 for axis in (0, 1):
                     starts = sorted({t[axis] for t in p.tiles})
-                    for a, b in zip(starts, starts[1:]):
+                    for a, b in zip(starts, starts[1:], strict=False):
                         assert a + p.canvas - b >= missed
 
 

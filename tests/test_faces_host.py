@@ -75,7 +75,7 @@ def test_detect_identity_crop_region_paste_graph(setup):
     image = out["1"][0]
     faces, preview, report, count = out["3"]
     assert count == 2 and len(faces) == 2 and "image 0: 2 face(s)" in report
-    for f, (c, d, _) in zip(faces, FACES):
+    for f, (c, d, _) in zip(faces, FACES, strict=True):
         assert abs(f.center[0] - c[0]) < 2 and abs(f.size - d) < 3
     assert preview.shape == image.shape and not torch.equal(preview, image)
     identity, id_report = out["4"]

@@ -47,7 +47,7 @@ __all__ = [
     "COLOR_MATCH", "COORDINATES", "IDENTITY_COMBINE", "IDENTITY_SELECT", "IF_NO_FACE", "KNOWN_PACKS", "MASK_SPACE",
     "MODES", "ORDERS", "PADDING", "PROVIDERS", "REGIONS",
     "Face", "FaceAnalysis", "FaceCrops", "FaceModelError", "Faces", "Identity", "NoFaceError",
-    "choose_providers", "crop_faces", "crop_transform", "detect", "draw_faces", "embed_faces", "face_identity", "ffhq_frame",
-    "find_pack", "list_packs", "load_face_analysis", "onnxruntime_distributions", "paste_faces", "parse_regions",
-    "region_mask", "region_polygons", "runtime_conflict", "scan_plan",
+    "choose_providers", "crop_faces", "crop_transform", "detect", "draw_faces", "embed_faces", "face_identity",
+    "ffhq_frame", "find_pack", "list_packs", "load_face_analysis", "onnxruntime_distributions", "paste_faces",
+    "parse_regions", "region_mask", "region_polygons", "runtime_conflict", "scan_plan",
 ]

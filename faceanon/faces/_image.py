@@ -13,7 +13,8 @@ def as_bhwc(images: torch.Tensor, what: str = "images", allow_empty: bool = Fals
     unless `allow_empty`.
     """
     if not isinstance(images, torch.Tensor):
-        raise TypeError(f"{what}: expected a torch tensor [batch, height, width, channels], got {type(images).__name__}")
+        raise TypeError(f"{what}: expected a torch tensor [batch, height, width, channels], "
+                        f"got {type(images).__name__}")
     if images.ndim == 3:
         images = images.unsqueeze(0)
     if images.ndim != 4:

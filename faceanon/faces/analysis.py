@@ -396,7 +396,7 @@ def load_face_analysis(name: str, roots: Sequence[str | os.PathLike], provider: 
     else:
         models, used = {}, {}
         wanted = {"detection": "detector", "recognition": "recognizer", "landmark_2d_106": "landmark"}
-        for fname, p in files.items():
+        for p in files.values():
             model = _load_model(get_model, p, name, providers, so)
             role = wanted.get(getattr(model, "taskname", None))
             if role and role not in models:
