@@ -88,12 +88,12 @@ def test_ffhq_framing_puts_the_eyes_level_and_centred():
 # ---------------------------------------------------------------------------------------------------------------
 # crop + paste on real photographs
 # ---------------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("size,color_match", [(512, "mean"), (1024, "none"), (256, "mean and contrast")])
+@pytest.mark.parametrize("size,color_match", [(512, "mean"), (1024, "none"), (256, "mean and contrast"), (64, "mean")])
 def test_astronaut_crop_then_paste_unchanged_is_identity(astronaut, size, color_match):
     faces = faces_of(astronaut, [ASTRONAUT_KPS])
     crops, info = F.crop_faces(astronaut, faces, size)
     assert crops.shape == (1, size, size, 3) and info.masks.shape == (1, size, size)
-    out, alpha = F.paste_faces(astronaut, crops, info, color_match=color_match)
+    out, alpha = F.paste_faces(astronaut, crops, info, color_match=color_match, feather=size / 32)
     assert_roundtrip(astronaut, out, alpha)
     # the pasted area covers the whole face (nose and mouth fully, eyes fully) and stays near it
     for x, y in ASTRONAUT_KPS.astype(int):
