@@ -14,19 +14,19 @@ import logging
 
 import comfy.model_management
 import comfy.utils
+import numpy as np
 import torch
 
-from .. import faceanon
 from ..faceanon import faces as F
 from ..faceanon.guidance import restore_outside
 from ..faceanon.presets import PRESETS, apply_overrides, describe
+from ..faceanon.verify import analysis_embedder
 from .guidance import encode_prompt, identity_guider, zero_out
 from .id_adapter import apply_id_adapter
 from .inversion import InversionNoise, invert_latent, replay_sampler
 from .types import FaceAnalysis, IDAdapter, io
 
 logger = logging.getLogger(__name__)
-assert faceanon  # the package must be importable as part of the pack
 
 KEEP_CHOICES = {
     "nothing": (),
@@ -106,13 +106,20 @@ def anonymize(images, model, clip, vae, analysis, adapter, settings, seed: int, 
         kept = F.region_mask(faces, "+".join(keep), mode="anonymize", coordinates="image", device=pasted.device)
         pasted = torch.where(kept[..., None] > 0, images.to(pasted.dtype), pasted)
         changed = changed * (kept <= 0)
+    # Cheap check (one ArcFace call per face): similarity of the original embedding with the result, aligned on the
+    # original's keypoints. FaceAnonVerify is the full check (second alignment, thresholds, actions).
+    embed = analysis_embedder(analysis)
+    for entry, face in zip(report["faces"], faces):
+        after = embed(pasted[face.image_index], face.kps[None])[0]
+        entry["identity_similarity"] = round(float(np.dot(face.embedding, after)), 4)
     return pasted, changed, report
 
 
 def format_report(report: dict) -> str:
     lines = [f"FaceAnon: {len(report['faces'])} face(s) anonymized"]
     for f in report["faces"]:
-        lines.append(f"  face {f['face']} (image {f['image']}, box {f['box']}, seed {f['seed']}): anonymized")
+        lines.append(f"  face {f['face']} (image {f['image']}, box {f['box']}, seed {f['seed']}): anonymized, "
+                     f"ArcFace similarity to the original {f.get('identity_similarity', 'n/a')}")
     for i in report["not_anonymized_images"]:
         lines.append(f"  WARNING: image {i}: no face found, NOT anonymized (passed through)")
     return "\n".join(lines)

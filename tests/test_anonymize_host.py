@@ -64,6 +64,7 @@ def test_every_face_anonymized_with_its_own_seed_and_pasted_in_place(host, setup
     ui = host.executor.history_result.get("outputs", {}).get("5", {})
     report = json.loads(ui["faceanon_report"][0]) if "faceanon_report" in ui else None
     assert "2 face(s) anonymized" in text
+    assert text.count("ArcFace similarity to the original") == 2 and "similarity to the original n/a" not in text
     seeds = [anon.face_seed(5, k) for k in range(2)]
     assert seeds[0] != seeds[1] and all(str(s) in text for s in seeds)
     # the changed region covers each face and nothing far from them
