@@ -344,16 +344,14 @@ def verify(original: torch.Tensor, anonymized: torch.Tensor, faces: Faces, embed
 # adapters on the faces API (faceanon.faces)
 def analysis_embedder(analysis) -> Embedder:
     """Embedder of a loaded `faceanon.faces.analysis.FaceAnalysis`: insightface's own alignment and recognizer."""
-    from .faces._image import rgb, to_bgr_uint8
-    from .faces.analysis import _embed
+    from .faces.analysis import embed_faces
 
     if analysis.recognizer is None:
         raise ValueError(f"face model pack '{analysis.name}' has no recognizer (ArcFace) model: the identity check "
                          "needs one (buffalo_l: w600k_r50.onnx, antelopev2: glintr100.onnx)")
 
     def embed(image: torch.Tensor, kps: np.ndarray) -> np.ndarray:
-        bgr = to_bgr_uint8(rgb(image[None])[0])
-        return np.stack(_embed(analysis, bgr, list(np.asarray(kps, np.float32))))
+        return np.stack(embed_faces(analysis, image, list(np.asarray(kps, np.float32))))
 
     return embed
 
