@@ -13,9 +13,7 @@ Side by side in one run:
 
 from __future__ import annotations
 
-import argparse
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -24,8 +22,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.bench_inversion import SD15_FULL_UNET, ModelClock  # noqa: E402
-from tests.comfy_host import ComfyHost, find_host  # noqa: E402
+from benchmarks.bench_inversion import SD15_FULL_UNET, ModelClock, boot  # noqa: E402
 
 REFERENCE = {"NullFace (SD1.5)": 160, "Reverse Personalization (SDXL)": 400}
 CORE_SAMPLER = {"ddpm": "euler_ancestral", "dpmpp_2m_sde": "dpmpp_2m_sde"}
@@ -124,15 +121,7 @@ def overhead(host, model, ctx_dim, lat_hw, solver, steps, reps):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true")
-    args = ap.parse_args()
-    path, why = find_host()
-    if path is None:
-        sys.exit(f"bench_guidance: {why}")
-    tmp = Path(tempfile.mkdtemp(prefix="faceanon-bench-"))
-    host = ComfyHost(path, tmp)
-    torch.set_grad_enabled(False)
+    host, args, tmp = boot(__doc__, "bench_guidance")
     from tests.tiny_models import SD15_TINY_UNET
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, ComfyUI at {host.path}")

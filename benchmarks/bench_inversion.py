@@ -57,52 +57,51 @@ class ModelClock:
         self.wrapper = wrapper
 
 
-def timed(fn):
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
+def run_ours(inv_nodes, model, cond, lat, solver, steps):
+    import comfy.samplers
+
+    inverted = inv_nodes.invert_latent(model, cond, cond, {"samples": lat}, solver, steps, 0.7, 1.0, 1.0, 0)
+    guider = comfy.samplers.CFGGuider(model)
+    guider.set_conds(cond, cond)
+    guider.set_cfg(1.0)
+    noise = inv_nodes.InversionNoise(inverted).generate_noise({"samples": lat})
+    guider.sample(noise, lat, inv_nodes.replay_sampler(inverted, False), inverted.core.sigmas, disable_pbar=True)
+    return inverted.core.sigmas
 
 
-def bench(model, context_dim, latent_hw, solver, steps, reps):
+def run_core(model, cond, lat, solver, sigmas):
     import comfy.sample
     import comfy.samplers
 
-    from tests.comfy_host import REPO_ROOT  # noqa: F401  (the pack is loaded by the host)
+    sampler = comfy.samplers.sampler_object(CORE_SAMPLER[solver])
+    noise = torch.randn(lat.shape, generator=torch.Generator().manual_seed(2))
+    comfy.sample.sample_custom(model, noise, 1.0, sampler, sigmas, cond, cond, lat, disable_pbar=True, seed=2)
 
+
+def bench(model, context_dim, latent_hw, solver, steps, reps):
+    """Alternate ours (inversion + replay) and core sampling `reps` times; sums per side:
+    [model calls, model seconds, total seconds, sampling steps]."""
     inv_nodes = sys.modules[str(ROOT).replace(".", "_x_") + ".nodes.inversion"]
     cond = [[torch.randn(1, 77, context_dim, generator=torch.Generator().manual_seed(0)), {}]]
     lat = torch.randn(1, 4, latent_hw, latent_hw, generator=torch.Generator().manual_seed(1))
     clock = ModelClock()
     m = model.clone()
     m.set_model_unet_function_wrapper(clock.wrapper)
-    rows = {"ours": [0, 0.0, 0.0, 0], "core": [0, 0.0, 0.0, 0]}  # calls, model s, total s, steps
+    rows = {"ours": [0, 0.0, 0.0, 0], "core": [0, 0.0, 0.0, 0]}
+    sigmas = None
     for _ in range(reps):
-        clock.calls, clock.seconds = 0, 0.0
-        holder = {}
-
-        def ours():
-            holder["inv"] = inv_nodes.invert_latent(m, cond, cond, {"samples": lat}, solver, steps, 0.7, 1.0, 1.0, 0)
-            guider = comfy.samplers.CFGGuider(m)
-            guider.set_conds(cond, cond)
-            guider.set_cfg(1.0)
-            noise = inv_nodes.InversionNoise(holder["inv"]).generate_noise({"samples": lat})
-            guider.sample(noise, lat, inv_nodes.replay_sampler(holder["inv"], False), holder["inv"].core.sigmas,
-                          disable_pbar=True)
-
-        total = timed(ours)
-        r = rows["ours"]
-        r[0] += clock.calls; r[1] += clock.seconds; r[2] += total; r[3] += 2 * steps
-        sigmas = holder["inv"].core.sigmas
-        clock.calls, clock.seconds = 0, 0.0
-
-        def core():
-            sampler = comfy.samplers.sampler_object(CORE_SAMPLER[solver])
-            noise = torch.randn(lat.shape, generator=torch.Generator().manual_seed(2))
-            comfy.sample.sample_custom(m, noise, 1.0, sampler, sigmas, cond, cond, lat, disable_pbar=True, seed=2)
-
-        total = timed(core)
-        r = rows["core"]
-        r[0] += clock.calls; r[1] += clock.seconds; r[2] += total; r[3] += steps
+        for who in ("ours", "core"):
+            clock.calls, clock.seconds = 0, 0.0
+            t = time.perf_counter()
+            if who == "ours":
+                sigmas = run_ours(inv_nodes, m, cond, lat, solver, steps)
+            else:
+                run_core(m, cond, lat, solver, sigmas)
+            r = rows[who]
+            r[0] += clock.calls
+            r[1] += clock.seconds
+            r[2] += time.perf_counter() - t
+            r[3] += 2 * steps if who == "ours" else steps
     return rows
 
 
@@ -119,15 +118,22 @@ def report(title, rows, steps, reps):
           f"ratio {o_eval / c_eval:.3f}")
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true")
+def boot(doc: str, name: str):
+    """Parse --quick, boot an in-process ComfyUI with the pack; return (host, args, temp dir)."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer full-width steps")
     args = ap.parse_args()
     path, why = find_host()
     if path is None:
-        sys.exit(f"bench_inversion: {why}")
-    host = ComfyHost(path, Path(tempfile.mkdtemp(prefix="faceanon-bench-")))
+        sys.exit(f"{name}: {why}")
+    tmp = Path(tempfile.mkdtemp(prefix="faceanon-bench-"))
+    host = ComfyHost(path, tmp)
     torch.set_grad_enabled(False)
+    return host, args, tmp
+
+
+def main():
+    host, args, _ = boot(__doc__, "bench_inversion")
     from tests.tiny_models import SD15_TINY_UNET, build_model_patcher
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, ComfyUI at {host.path}")

@@ -109,7 +109,7 @@ def anonymize(images, model, clip, vae, analysis, adapter, settings, seed: int, 
     # Cheap check (one ArcFace call per face): similarity of the original embedding with the result, aligned on the
     # original's keypoints. FaceAnonVerify is the full check (second alignment, thresholds, actions).
     embed = analysis_embedder(analysis)
-    for entry, face in zip(report["faces"], faces):
+    for entry, face in zip(report["faces"], faces, strict=True):
         after = embed(pasted[face.image_index], face.kps[None])[0]
         entry["identity_similarity"] = round(float(np.dot(face.embedding, after)), 4)
     return pasted, changed, report

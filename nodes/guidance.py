@@ -31,7 +31,7 @@ def _same_conditioning(a, b) -> bool:
         return True
     if a is None or b is None or len(a) != len(b):
         return False
-    for (ta, da), (tb, db) in zip(a, b):
+    for (ta, da), (tb, db) in zip(a, b, strict=True):
         if ta.shape != tb.shape or not torch.equal(ta, tb):
             return False
         pa, pb = da.get("pooled_output"), db.get("pooled_output")

@@ -125,9 +125,9 @@ class InversionNoise:
         samples = input_latent["samples"]
         expected = tuple(self.inverted.start_noise.shape)
         if tuple(samples.shape) != expected:
-            raise ValueError(f"SamplerCustomAdvanced's latent_image has shape {tuple(samples.shape)} but the inversion "
-                             f"was made from a latent of shape {expected}: wire the same LATENT into FaceAnonInvert and "
-                             f"into latent_image")
+            raise ValueError(f"SamplerCustomAdvanced's latent_image has shape {tuple(samples.shape)} but the "
+                             f"inversion was made from a latent of shape {expected}: wire the same LATENT into "
+                             f"FaceAnonInvert and into latent_image")
         return self.inverted.start_noise.clone()
 
 
@@ -187,7 +187,8 @@ class FaceAnonInvert(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, positive, negative, latent_image, solver, steps, skip, eta, cfg, seed) -> io.NodeOutput:
-        return io.NodeOutput(invert_latent(model, positive, negative, latent_image, solver, steps, skip, eta, cfg, seed))
+        inverted = invert_latent(model, positive, negative, latent_image, solver, steps, skip, eta, cfg, seed)
+        return io.NodeOutput(inverted)
 
 
 class FaceAnonInversionNoise(io.ComfyNode):

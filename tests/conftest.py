@@ -36,3 +36,14 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "host" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.host)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models: one intra-op thread is 5-10x faster than two on a shared, busy 2-core machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

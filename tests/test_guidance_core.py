@@ -75,7 +75,8 @@ def test_presets_carry_the_papers_settings_and_overrides():
     assert (s.cfg, s.steps, s.zero_negative, s.solver) == (7.5, 20, True, "ddpm")
     assert apply_overrides(rp, describe(rp)) == rp  # describe() round-trips
     for text, match in [("cfgg = 1", "unknown key 'cfgg'"), ("steps = 0", "allowed range is 1 to 1000"),
-                        ("solver = euler", "allowed values are ddpm, dpmpp_2m_sde"), ("steps", "expected 'key = value'"),
+                        ("solver = euler", "allowed values are ddpm, dpmpp_2m_sde"),
+                        ("steps", "expected 'key = value'"),
                         ("cfg = high", "expected a float")]:
         with pytest.raises(ValueError, match=match):
             apply_overrides("NullFace (SD1.5)", text)

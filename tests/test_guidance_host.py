@@ -10,12 +10,7 @@ from faceanon import faceid as CF
 from tests.faceid_files import faceid_state_dict, write_bin
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class Setup:

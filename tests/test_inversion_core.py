@@ -63,7 +63,7 @@ def test_replay_lands_on_every_trajectory_latent(solver, steps, skip):
     out = inv.sample_replay(model, result.x_start.clone(), sigmas, inversion=result, keep_final_residual=True,
                             callback=lambda d: seen.append(d["x"].clone()))
     assert len(seen) == steps == len(seen_inv)
-    for a, b in zip(seen, seen_inv):
+    for a, b in zip(seen, seen_inv, strict=True):
         assert rel(a, b) < 1e-4
     assert rel(out, x0) < 1e-4
 
@@ -86,7 +86,8 @@ def test_ddpm_noise_maps_match_closed_form_for_an_oracle():
     x0 = latent()
     sigmas = inversion_sigmas(sd_train_sigmas(), 6, 0.6)
     gen_seed = 11
-    result = inv.invert(lambda x, s, **k: x0, x0, sigmas, solver="ddpm", generator=torch.Generator().manual_seed(gen_seed))
+    result = inv.invert(lambda x, s, **k: x0, x0, sigmas, solver="ddpm",
+                        generator=torch.Generator().manual_seed(gen_seed))
     n = torch.randn((len(sigmas), *x0.shape), generator=torch.Generator().manual_seed(gen_seed))
     for i in range(len(sigmas) - 2):
         s, sn = float(sigmas[i]), float(sigmas[i + 1])
@@ -114,7 +115,8 @@ def test_other_denoiser_changes_the_result_and_history_is_reset():
     """Replaying with another denoiser moves the result; replaying twice gives the same result (no stale state)."""
     x0 = latent()
     sigmas = inversion_sigmas(sd_train_sigmas(), 8, 0.7)
-    result = inv.invert(NonlinearDenoiser(), x0, sigmas, solver="dpmpp_2m_sde", generator=torch.Generator().manual_seed(0))
+    result = inv.invert(NonlinearDenoiser(), x0, sigmas, solver="dpmpp_2m_sde",
+                        generator=torch.Generator().manual_seed(0))
     other = NonlinearDenoiser(shift=0.05)
     a = inv.sample_replay(other, result.x_start, sigmas, inversion=result)
     b = inv.sample_replay(other, result.x_start, sigmas, inversion=result)

@@ -31,7 +31,8 @@ SDXL_TINY_UNET = {
     "in_channels": 4, "out_channels": 4, "model_channels": 64, "num_res_blocks": [1, 1], "channel_mult": [1, 2],
     "transformer_depth": [1, 2], "transformer_depth_output": [1, 1, 2, 2], "transformer_depth_middle": 2,
     "context_dim": 64, "num_heads": -1, "num_head_channels": 16,
-    "use_linear_in_transformer": True, "adm_in_channels": 2816, "num_classes": "sequential", "use_temporal_attention": False,
+    "use_linear_in_transformer": True, "adm_in_channels": 2816, "num_classes": "sequential",
+    "use_temporal_attention": False,
     "use_spatial_transformer": True, "legacy": False, "image_size": 32, "use_checkpoint": False, "dims": 2,
     "use_temporal_resblock": False,
 }
