@@ -5,7 +5,7 @@ import os
 
 import folder_paths
 
-from . import anonymize, faces, guidance, id_adapter, inversion, verify
+from . import anonymize, faces, guidance, id_adapter, inversion, save, verify
 from .types import ComfyExtension, io
 
 logger = logging.getLogger(__name__)
@@ -34,4 +34,5 @@ class FaceAnonExtension(ComfyExtension):
 
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
         register_model_folders()
-        return [*inversion.NODES, *faces.NODES, *id_adapter.NODES, *guidance.NODES, *anonymize.NODES, *verify.NODES]
+        return [*inversion.NODES, *faces.NODES, *id_adapter.NODES, *guidance.NODES, *anonymize.NODES, *verify.NODES,
+                *save.NODES]
