@@ -1,0 +1,276 @@
+"""The shipped workflows (workflows/*.json) against a real ComfyUI with this pack, loaded in-process.
+
+* They are up to date with scripts/build_workflows.py and the node schemas (widget order read from the schemas).
+* Every node type is installed (`/object_info`), every link joins an output to an input of the same type at the
+  right slots, every widget value is valid for its input (count, type, range, choices; model and image file names
+  are the README's defaults), every workflow has a Note explaining it and saves through the metadata-free node.
+* Converted to the API form (scripts/workflow_tools.ui_to_api: widget values named by the schema's widget order,
+  frontend-only values and Note nodes dropped), each one runs. Model file names are swapped for stand-ins written
+  here (tests/workflow_assets.py): a random SD1.5-layout checkpoint, a FaceID file for its layout, a synthesized
+  insightface pack. **The two SDXL workflows run on these SD1.5-layout stand-ins as well**: that checks their
+  wiring and settings, not SDXL itself. Steps and crop sizes are cut (preset overrides 'resolution = 64, steps = 3';
+  Crop Faces size 64, Invert Latent steps 3) so each run takes seconds.
+* Privacy: the runs get the UI workflow as `extra_pnginfo`, as the frontend sends it; every saved PNG has no text
+  chunk at all (no "prompt", no "workflow"), and the only new files anywhere in ComfyUI's folders are the saved
+  and previewed images: no inversion, no identity embedding is written. A control run shows core SaveImage does
+  embed the prompt, so the check would catch it.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import struct
+import uuid
+from pathlib import Path
+
+import pytest
+
+from scripts.build_workflows import FILE_INPUTS, WORKFLOWS, WORKFLOWS_DIR, build_all, dumps
+from scripts.workflow_tools import FRONTEND_ONLY_NODES, check_workflow, layout, object_info, ui_to_api
+from tests.comfy_host import HostRunError, ensure_tiny_sd15_checkpoint
+
+pytest.importorskip("onnx", reason="the synthesized insightface pack is written with the `onnx` package")
+pytest.importorskip("insightface", reason="the face nodes run insightface")
+
+STEMS = list(WORKFLOWS)
+FAST_OVERRIDES = "resolution = 64\nsteps = 3\nmask_delay = 1"
+TINY_FACEID = "faceanon_tiny_faceid_sd15.bin"
+
+
+def load(stem: str) -> dict:
+    return json.loads((WORKFLOWS_DIR / f"{stem}.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def info(host):
+    return object_info(host.nodes)
+
+
+@pytest.fixture(scope="module")
+def assets(host):
+    from tests.workflow_assets import write_face_pack, write_photos, write_tiny_faceid
+
+    ckpt = ensure_tiny_sd15_checkpoint(host)
+    write_tiny_faceid(host.models_dir / "ipadapter" / TINY_FACEID)
+    write_face_pack(host.models_dir)
+    write_photos(host.input_dir)
+    return ckpt
+
+
+def png_text_chunks(path: Path) -> dict[str, bytes]:
+    """Every ancillary text / metadata chunk of a PNG (tEXt, zTXt, iTXt, eXIf), read from the raw bytes."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path.name} is not a PNG"
+    pos, found = 8, {}
+    while pos < len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        body = data[pos + 8:pos + 8 + length]
+        if kind in (b"tEXt", b"zTXt", b"iTXt"):
+            key = body.split(b"\0", 1)[0].decode("latin-1")
+            found[key] = body
+        elif kind == b"eXIf":
+            found["eXIf"] = body
+        pos += 12 + length
+    return found
+
+
+def snapshot(root: Path) -> dict[str, int]:
+    return {str(p.relative_to(root)): p.stat().st_size for p in root.rglob("*") if p.is_file()}
+
+
+def run_like_the_frontend(host, api: dict, workflow: dict) -> None:
+    """Execute as the Queue button does: extra_pnginfo carries the UI workflow (what core SaveImage embeds)."""
+    ok, err, outputs, node_errors = host.validate(api)
+    if not ok or node_errors:
+        raise HostRunError(f"graph did not validate: {err} {node_errors}")
+    ex = host.executor
+    ex.execute(api, str(uuid.uuid4()), {"extra_pnginfo": {"workflow": workflow}}, outputs)
+    if not ex.success:
+        errors = [m for m in ex.status_messages if m[0] == "execution_error"]
+        detail = errors[-1][1] if errors else ex.status_messages
+        if isinstance(detail, dict):
+            raise HostRunError(f"{detail.get('node_type')}: {detail.get('exception_message')}\n"
+                               + "".join(detail.get("traceback", [])))
+        raise HostRunError(str(detail))
+
+
+def fast_api(workflow: dict, info: dict, ckpt: str) -> dict:
+    """The workflow's API form with stand-in model files and cut steps / sizes."""
+    api = ui_to_api(workflow, info)
+    for node in api.values():
+        inputs, kind = node["inputs"], node["class_type"]
+        if kind == "CheckpointLoaderSimple":
+            inputs["ckpt_name"] = ckpt
+        elif kind == "FaceAnonLoadIDAdapter":
+            inputs["adapter"] = TINY_FACEID
+        elif kind == "FaceAnonLoadFaceAnalysis":
+            inputs["provider"] = "CPU"
+        elif kind == "FaceAnonymize":
+            inputs["overrides"] = FAST_OVERRIDES
+        elif kind == "FaceAnonCropFaces":
+            inputs["size"] = 64
+        elif kind == "FaceAnonInvert":
+            inputs["steps"] = 3
+        elif kind == "FaceAnonIdentityGuider":
+            inputs["mask_delay"] = min(inputs["mask_delay"], 1)
+    return api
+
+
+# ---------------------------------------------------------------------------------------------------------------
+def test_committed_workflows_are_built_from_the_current_schemas(info):
+    built = build_all(info)
+    on_disk = sorted(p.stem for p in WORKFLOWS_DIR.glob("*.json"))
+    assert on_disk == sorted(built), "workflows/ holds files the build script does not make (or lacks some)"
+    stale = [stem for stem, wf in built.items() if (WORKFLOWS_DIR / f"{stem}.json").read_text() != dumps(wf)]
+    assert not stale, f"out of date, run `.venv/bin/python scripts/build_workflows.py`: {stale}"
+
+
+@pytest.mark.parametrize("stem", STEMS)
+def test_workflow_is_sound(info, stem):
+    workflow = load(stem)
+    files = {key: (lambda v, ok=names: v in ok) for key, names in FILE_INPUTS.items()}
+    assert check_workflow(workflow, info, file_inputs=files) == []
+    assert workflow["version"] == 0.4 and {"last_node_id", "last_link_id", "groups", "config", "extra"} <= set(workflow)
+    types = [n["type"] for n in workflow["nodes"]]
+    missing = sorted({t for t in types if t not in info and t not in FRONTEND_ONLY_NODES})
+    assert not missing, f"not in /object_info: {missing}"
+    notes = [n for n in workflow["nodes"] if n["type"] == "Note"]
+    assert len(notes) == 1 and len(notes[0]["widgets_values"][0]) > 200, "one Note that explains the workflow"
+    # the family's default model files
+    family = WORKFLOWS[stem][1]
+    ckpts = {n["widgets_values"][0] for n in workflow["nodes"] if n["type"] == "CheckpointLoaderSimple"}
+    adapters = {n["widgets_values"][0] for n in workflow["nodes"] if n["type"] == "FaceAnonLoadIDAdapter"}
+    expected = {"sd15": ({"v1-5-pruned-emaonly.safetensors"}, {"ip-adapter-faceid_sd15.bin"}),
+                "sdxl": ({"sd_xl_base_1.0.safetensors"}, {"ip-adapter-faceid_sdxl.bin"})}[family]
+    assert (ckpts, adapters) == expected
+    # anonymized results leave only through the metadata-free save node; no core SaveImage / PreviewImage
+    assert "FaceAnonSaveImage" in types
+    assert not {"SaveImage", "PreviewImage"} & set(types)
+
+
+def test_converter_maps_widget_values_by_the_schema_order(info):
+    """Spot checks of the UI -> API conversion on a known node (control_after_generate and upload dropped)."""
+    workflow = load("faceanon_nullface_sd15_keep_eyes_mouth")
+    api = ui_to_api(workflow, info)
+    anon = next(n for n in api.values() if n["class_type"] == "FaceAnonymize")
+    assert {k: v for k, v in anon["inputs"].items() if not isinstance(v, list)} == {
+        "preset": "NullFace (SD1.5)", "seed": 0, "keep": "eyes + mouth", "if_no_face": "error", "overrides": "",
+        "threshold": 0.5, "min_face_size": 24}
+    ui_anon = next(n for n in workflow["nodes"] if n["type"] == "FaceAnonymize")
+    assert ui_anon["widgets_values"][2] == "fixed"  # the seed's control_after_generate value, frontend only
+    photo = next(n for n in api.values() if n["class_type"] == "LoadImage")
+    assert photo["inputs"] == {"image": "portrait.png"}
+    assert not any(n["class_type"] == "Note" for n in api.values())
+    sockets = [s.name for s in layout(info["FaceAnonymize"]).sockets]
+    assert sockets == ["image", "model", "clip", "vae", "face_analysis", "id_adapter", "attribute_prompt"]
+
+
+@pytest.mark.parametrize("stem", STEMS)
+def test_workflow_runs_and_writes_only_plain_images(host, info, assets, stem):
+    workflow = load(stem)
+    api = fast_api(workflow, info, assets)
+    before = snapshot(host.workdir)
+    run_like_the_frontend(host, api, copy.deepcopy(workflow))
+    after = snapshot(host.workdir)
+    new = sorted(set(after) - set(before))
+    changed = sorted(k for k in set(after) & set(before) if after[k] != before[k])
+    saved = [k for k in new if k.startswith("output/faceanon/")]
+    previews = [k for k in new if k.startswith("temp/faceanon_preview_")]
+    saves = [n for n in api.values() if n["class_type"] == "FaceAnonSaveImage"]
+    assert len(saved) == len(saves), f"expected one saved image per save node, got {saved}"
+    n_previews = sum(n["class_type"] == "FaceAnonPreviewImage" for n in api.values())
+    assert len(previews) == n_previews
+    assert all(k.endswith(".png") for k in saved + previews)
+    assert sorted(saved + previews) == new, f"unexpected files written: {sorted(set(new) - set(saved + previews))}"
+    assert not changed, f"files modified by the run: {changed}"
+    for rel in saved + previews:
+        chunks = png_text_chunks(host.workdir / rel)
+        assert chunks == {}, f"{rel} carries metadata chunks {sorted(chunks)}"
+    prefixes = {n["inputs"]["filename_prefix"].split("/")[-1] for n in saves}
+    assert {Path(k).name.rsplit("_", 2)[0] for k in saved} == prefixes
+    check_results(stem, api, raw_outputs(host, api), host.workdir / saved[0])
+
+
+def raw_outputs(host, api: dict) -> dict[str, list]:
+    out = {}
+    for node_id in api:
+        entry = host.executor.caches.outputs.get(node_id)
+        if entry is not None:
+            out[node_id] = [o[0] if isinstance(o, list) and len(o) == 1 else o for o in entry.outputs]
+    return out
+
+
+def check_results(stem: str, api: dict, out: dict, saved: Path) -> None:
+    """What each workflow must have done on the synthetic photos (one face in portrait.png, three in the group)."""
+    from PIL import Image
+
+    from tests.workflow_assets import GROUP_FACES, PORTRAIT_FACES
+
+    def of(kind):
+        return [out[i] for i, n in api.items() if n["class_type"] == kind]
+
+    photo = next(n["inputs"]["image"] for n in api.values() if n["class_type"] == "LoadImage")
+    n_faces = len(GROUP_FACES if photo == "group_photo.png" else PORTRAIT_FACES)
+    original = of("LoadImage")[0][0]
+    for image, changed, report in of("FaceAnonymize"):
+        assert f"{n_faces} face(s) anonymized" in report and "NOT anonymized" not in report
+        assert image.shape == original.shape and float(changed.amax()) > 0
+        assert bool((image != original).any())
+    for image, _, report in of("FaceAnonPasteFaces"):
+        assert f"pasted {n_faces} face(s)" in report and bool((image != original).any())
+    for _, preview, report, count in of("FaceAnonDetectFaces"):
+        assert count == n_faces
+    for _, _, report in of("FaceAnonVerify"):
+        assert json.loads(report)["n_faces"] == n_faces
+    with Image.open(saved) as img:
+        width, height = img.size
+    n_stitched = len(of("FaceAnonPasteFaces")) if stem.startswith("faceanon_attribute_variants") else 1
+    assert (height, width) == (original.shape[1], n_stitched * original.shape[2] + (n_stitched - 1) * 16)
+
+
+def test_core_save_image_would_embed_the_prompt(host, assets):
+    """Control: the check above detects metadata. Core SaveImage writes "prompt" and "workflow" chunks (with the
+    source image's file name), which is why the workflows use FaceAnonSaveImage."""
+    api = {"1": {"class_type": "LoadImage", "inputs": {"image": "portrait.png"}},
+           "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "control/core"}}}
+    before = snapshot(host.output_dir)
+    run_like_the_frontend(host, api, {"nodes": [], "note": "stand-in workflow"})
+    new = sorted(set(snapshot(host.output_dir)) - set(before))
+    assert len(new) == 1
+    chunks = png_text_chunks(host.output_dir / new[0])
+    assert {"prompt", "workflow"} <= set(chunks) and b"portrait.png" in chunks["prompt"]
+    (host.output_dir / new[0]).unlink()
+
+
+def test_metadata_free_nodes_on_a_batch(host, assets):
+    """A batch of 2 through FaceAnonSaveImage and FaceAnonPreviewImage: two files each, no chunks, UI entries."""
+    api = {"1": {"class_type": "LoadImage", "inputs": {"image": "portrait.png"}},
+           "2": {"class_type": "ImageBatch", "inputs": {"image1": ["1", 0], "image2": ["1", 0]}},
+           "3": {"class_type": "FaceAnonSaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "batch/x"}},
+           "4": {"class_type": "FaceAnonPreviewImage", "inputs": {"images": ["2", 0]}}}
+    run_like_the_frontend(host, api, {"nodes": []})
+    ui = host.executor.history_result["outputs"]
+    saved, previewed = ui["3"]["images"], ui["4"]["images"]
+    assert [e["type"] for e in saved] == ["output", "output"] and [e["subfolder"] for e in saved] == ["batch"] * 2
+    assert [e["type"] for e in previewed] == ["temp", "temp"]
+    for entry in saved + previewed:
+        root = host.output_dir if entry["type"] == "output" else host.temp_dir
+        path = root / entry["subfolder"] / entry["filename"]
+        assert path.is_file() and png_text_chunks(path) == {}
+    with pytest.raises(HostRunError, match="outside the output folder"):
+        host.run({"1": api["1"], "3": {"class_type": "FaceAnonSaveImage",
+                                       "inputs": {"images": ["1", 0], "filename_prefix": "../escape"}}})
+
+
+def test_png_chunk_reader_sees_text_chunks(tmp_path):
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text("prompt", "{}")
+    info.add_itxt("workflow", "{}", zip=True)
+    Image.new("RGB", (4, 4)).save(tmp_path / "m.png", pnginfo=info)
+    assert set(png_text_chunks(tmp_path / "m.png")) == {"prompt", "workflow"}
+    Image.new("RGB", (4, 4)).save(tmp_path / "plain.png")
+    assert png_text_chunks(tmp_path / "plain.png") == {}

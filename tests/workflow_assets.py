@@ -1,0 +1,88 @@
+"""Stand-in files for running the shipped workflows in tests: tiny models under any name, synthetic photos.
+
+* a random SD1.5-layout checkpoint (tests/tiny_models.py, shallow full-width UNet, real CLIP-L and VAE layouts);
+* an IP-Adapter FaceID file with the real key names for that UNet's layout (tests/faceid_files.py);
+* a synthesized insightface pack `buffalo_l` (tests/onnx_packs.py) whose detector finds magenta discs;
+* `portrait.png` (one synthetic face) and `group_photo.png` (three), the shipped workflows' default image names.
+
+The real weights cannot be downloaded here. The SDXL workflows run on the SD1.5-layout stand-ins too: that checks
+their graph (wiring, widget values, settings reaching the nodes), not SDXL itself.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+PORTRAIT_FACES = [((128, 120), 96, 3)]                                     # centre, diameter, texture seed
+GROUP_FACES = [((70, 90), 60, 1), ((180, 80), 64, 2), ((300, 110), 56, 5)]
+
+
+def _photo(size: tuple[int, int], faces, seed: int) -> np.ndarray:
+    from tests.onnx_packs import draw_face
+
+    h, w = size
+    rng = np.random.default_rng(seed)
+    img = np.clip(0.45 + 0.08 * rng.standard_normal((h, w, 3)), 0, 1).astype(np.float32)
+    img[..., 1] = np.clip(img[..., 1] + 0.2, 0, 1)  # greenish: no magenta outside the faces
+    for centre, diameter, tex in faces:
+        img = draw_face(img, centre, diameter, tex)
+    return (img * 255).round().astype(np.uint8)
+
+
+def write_photos(input_dir: Path) -> dict[str, Path]:
+    from PIL import Image
+
+    input_dir.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for name, size, faces, seed in (("portrait.png", (256, 256), PORTRAIT_FACES, 0),
+                                    ("group_photo.png", (200, 384), GROUP_FACES, 1)):
+        path = input_dir / name
+        if not path.exists():
+            Image.fromarray(_photo(size, faces, seed)).save(path)
+        out[name] = path
+    return out
+
+
+def write_face_pack(models_dir: Path, name: str = "buffalo_l") -> Path:
+    from tests.onnx_packs import write_pack
+
+    folder = models_dir / "insightface" / "models" / name
+    if not (folder / "det_10g.onnx").exists():
+        write_pack(folder, name)
+    return folder
+
+
+def write_tiny_faceid(path: Path) -> Path:
+    """A FaceID .bin matching the tiny SD1.5-layout checkpoint's UNet (any file name)."""
+    import torch
+
+    from faceanon import faceid as CF
+    from tests.faceid_files import faceid_state_dict, write_bin
+    from tests.tiny_models import SD15_SHALLOW_UNET
+
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        layers = CF.layout_from_unet_config(SD15_SHALLOW_UNET)
+        write_bin(faceid_state_dict(layers, rank=8, dtype=torch.float16, seed=4, kv_scale=0.2), path)
+    return path
+
+
+def install_tiny_models(models_dir: Path, source_checkpoint: Path, checkpoint_names, faceid_names) -> None:
+    """Put the tiny checkpoint and FaceID file into `models_dir` under each of the given names (hard links or
+    copies of one file each), and the synthesized buffalo_l pack."""
+    faceid_src = write_tiny_faceid(models_dir / "ipadapter" / "_faceanon_tiny_faceid.bin")
+    for folder, names, src in (("checkpoints", checkpoint_names, source_checkpoint),
+                               ("ipadapter", faceid_names, faceid_src)):
+        (models_dir / folder).mkdir(parents=True, exist_ok=True)
+        for name in names:
+            dst = models_dir / folder / name
+            if dst.exists():
+                continue
+            try:
+                dst.hardlink_to(src)
+            except OSError:
+                shutil.copyfile(src, dst)
+    write_face_pack(models_dir)
