@@ -168,3 +168,35 @@ def test_attribute_prompt_node_encodes_and_zeroes_empty_sdxl(s):
     assert prompt == "" and cond[0][0].abs().sum() == 0 and cond[0][1]["pooled_output"].abs().sum() == 0
     cond, _ = node.execute(FakeClip(sdxl=False), 0, "any", "any", "").args
     assert cond[0][0].abs().sum() > 0  # SD1.5 keeps the real empty-prompt encoding
+
+
+def test_pre_and_post_cfg_hooks_keep_working(s):
+    """Other packs' sampler_pre_cfg_function / post_cfg_function hooks run on the guider's two branches."""
+    import comfy.samplers
+
+    seen = {"pre": 0, "post": 0}
+
+    def pre(args):
+        seen["pre"] += 1
+        assert len(args["conds_out"]) == 2
+        return [c * 1.0 for c in args["conds_out"]]
+
+    def post(args):
+        seen["post"] += 1
+        assert {"cond_denoised", "uncond_denoised", "denoised"} <= set(args)
+        return args["denoised"] * 0.0 + 0.25  # a recognisable replacement
+
+    m = s.model.clone()
+    m.set_model_sampler_pre_cfg_function(pre)
+    m.set_model_sampler_post_cfg_function(post)
+    guider = s.gd.identity_guider(m, s.empty, s.empty, s.e, -1.0, 10.0)
+    out = {}
+
+    @torch.no_grad()
+    def probe(model, x, sigmas, extra_args=None, callback=None, disable=None):
+        out["x0"] = model(x, sigmas[0] * x.new_ones([x.shape[0]]), **extra_args)
+        return x
+
+    guider.sample(torch.zeros_like(s.lat), s.lat, comfy.samplers.KSAMPLER(probe), torch.tensor([2.0, 1.0]))
+    assert seen == {"pre": 1, "post": 1}
+    assert torch.allclose(out["x0"], torch.full_like(out["x0"], 0.25))
