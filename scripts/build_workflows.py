@@ -118,8 +118,9 @@ def group_photo(info: dict) -> dict:
 
 'Detect Faces' shows what the detector found (numbered boxes; an image without any face gets a red frame) and \
 its report; 'Anonymize Faces' detects again with the same threshold and minimum face size and anonymizes every \
-face, each with its own seed. Its report (also shown on the node after a run) lists every face; an image in which \
-no face was found is passed through and flagged NOT anonymized - it is never silent.
+face, each with its own seed. Its report (also shown under the node after a run) lists every face. A photo in \
+which no face is found stops the run; set if_no_face to 'flag and pass through' to let it through instead, \
+flagged NOT anonymized in red - never silently.
 
 Tips: small faces in a big photo: lower min_face_size (in both nodes). Missed faces: lower threshold (in both). \
 Faces you do not want changed cannot be skipped here: use the modular workflow for that.
@@ -138,7 +139,7 @@ The detection preview shows the ORIGINAL photo: it is only a temporary preview (
     g.group("What the detector finds", [detect, preview, detect_report], color="#5f5f3f")
     anon = g.node("FaceAnonymize", 3, image=photo["IMAGE"], model=ckpt["MODEL"], clip=ckpt["CLIP"],
                   vae=ckpt["VAE"], face_analysis=analysis[0], id_adapter=adapter[0], preset="NullFace (SD1.5)",
-                  seed=0, keep="nothing", if_no_face="flag and pass through", overrides="")
+                  seed=0, keep="nothing", if_no_face="error", overrides="")
     report = g.node("PreviewAny", 3, title="Anonymization report", source=anon["report"])
     g.group("Anonymize every face", [anon, report], color="#3f5f3f")
     save = g.node("FaceAnonSaveImage", 4, images=anon["image"], filename_prefix="faceanon/group")

@@ -290,6 +290,9 @@ def ui_to_api(workflow: dict, info: dict) -> dict:
 # ---------------------------------------------------------------------------------------------------------------
 SLOT_HEIGHT, WIDGET_HEIGHT, TITLE_PAD = 20, 24, 6
 NOTE_COLOR, NOTE_BGCOLOR = "#432", "#653"
+# nodes that show an image or a text box below their widgets once run: room for it, so nothing overlaps
+MIN_HEIGHT = {"LoadImage": 340, "FaceAnonPreviewImage": 300, "FaceAnonSaveImage": 300, "PreviewImage": 300,
+              "SaveImage": 300, "PreviewAny": 170}
 
 
 def _height(lay: NodeLayout, multiline: int) -> int:
@@ -393,9 +396,9 @@ class Graph:
                 continue
             lay = layout(self.info[n.type])
             width = n.width or (400 if any(w.options.get("multiline") for w in lay.widgets) else 320)
-            sizes[n.id] = [width, _height(lay, n.multiline)]
+            sizes[n.id] = [width, max(_height(lay, n.multiline), MIN_HEIGHT.get(n.type, 0))]
         # columns: x from the widest node of the previous columns, nodes stacked top to bottom
-        gap = 50
+        gap = 80
         columns = sorted({n.column for n in self.nodes})
         x, pos = 0, {}
         for c in columns:
@@ -403,7 +406,7 @@ class Graph:
             members = [n for n in self.nodes if n.column == c]
             for n in members:
                 pos[n.id] = [x, y]
-                y += sizes[n.id][1] + gap + 40  # room for the title bar and group headers
+                y += sizes[n.id][1] + 90  # room for the title bar and group headers
             x += max(sizes[n.id][0] for n in members) + gap
         order = self._topological_order()
         for n in self.nodes:
