@@ -38,4 +38,14 @@ if [ -f "$HOST/requirements.txt" ] && [ -f "$HOST/comfy/samplers.py" ]; then
 else
     echo "setup_test_env: no ComfyUI at $HOST (set COMFYUI_PATH): host tests will be skipped"
 fi
+# The browser test (tests/test_browser.py) drives the system Chromium through Playwright (no browser download).
+if [ -x /usr/bin/chromium ]; then
+    :
+elif [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup_test_env: installing Debian's chromium for the browser test"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
+        || echo "setup_test_env: could not install chromium: the browser test will be skipped"
+else
+    echo "setup_test_env: no /usr/bin/chromium (install the Debian package chromium as root): browser test skipped"
+fi
 echo "setup_test_env: ready: $VENV"
