@@ -58,24 +58,48 @@ function notify(node, status) {
     });
 }
 
+const MAX_LINES = 5;
+
+// Word-wrap `text` to `maxWidth` pixels.
+function wrap(ctx, text, maxWidth) {
+    const out = [];
+    let line = "";
+    for (const word of text.split(" ")) {
+        const next = line ? `${line} ${word}` : word;
+        if (line && ctx.measureText(next).width > maxWidth) {
+            out.push(line);
+            line = word;
+        } else {
+            line = next;
+        }
+    }
+    if (line) out.push(line);
+    return out;
+}
+
 function drawStatus(node, ctx) {
     const status = node.faceanonStatus;
     if (!status || node.flags?.collapsed) return;
     const lineHeight = 16;
     const pad = 6;
     const y0 = node.size[1] + 8;
+    const width = Math.max(node.size[0], 220);
     ctx.save();
     ctx.font = "12px sans-serif";
-    const width = Math.max(node.size[0], ...status.lines.map((l) => ctx.measureText(l).width + 2 * pad));
+    let rows = [];
+    for (const line of status.lines) {
+        const warn = /NOT anonymized|FAIL|WARNING|unreadable/.test(line);
+        for (const part of wrap(ctx, line, width - 2 * pad)) rows.push([part, warn]);
+    }
+    if (rows.length > MAX_LINES) rows = [...rows.slice(0, MAX_LINES - 1), ["… (see the report)", rows[MAX_LINES - 1][1]]];
     ctx.fillStyle = "rgba(0, 0, 0, 0.75)";
     ctx.beginPath();
-    if (ctx.roundRect) ctx.roundRect(0, y0, width, status.lines.length * lineHeight + pad, 6);
-    else ctx.rect(0, y0, width, status.lines.length * lineHeight + pad);
+    if (ctx.roundRect) ctx.roundRect(0, y0, width, rows.length * lineHeight + pad, 6);
+    else ctx.rect(0, y0, width, rows.length * lineHeight + pad);
     ctx.fill();
-    status.lines.forEach((line, i) => {
-        const warn = /NOT anonymized|FAIL|WARNING|unreadable/.test(line);
+    rows.forEach(([text, warn], i) => {
         ctx.fillStyle = warn ? WARN_COLOR : OK_COLOR;
-        ctx.fillText(line, pad, y0 + pad / 2 + (i + 1) * lineHeight - 4);
+        ctx.fillText(text, pad, y0 + pad / 2 + (i + 1) * lineHeight - 4);
     });
     ctx.restore();
 }

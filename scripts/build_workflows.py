@@ -42,8 +42,8 @@ MODELS_NOTE = """Models (see the README's model table):
 - face analysis: models/insightface/models/buffalo_l/ (det_10g.onnx, w600k_r50.onnx, 2d106det.onnx ...)
 The insightface and FaceID weights are for non-commercial research use only."""
 
-PRIVACY_NOTE = """Saving: 'Save Image, no metadata' writes plain PNGs. Core Save Image would embed this whole workflow, \
-including your photo's file name, in every output file."""
+PRIVACY_NOTE = """Saving: 'Save Image, no metadata' writes plain PNGs. Core Save Image would embed this whole \
+workflow, including your photo's file name, in every output file."""
 
 
 def _loaders(g: Graph, col: int, ckpt: str, faceid: str, image: str):

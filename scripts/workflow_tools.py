@@ -124,7 +124,7 @@ def layout(info: dict) -> NodeLayout:
             else:
                 sockets.append(Slot(name, kind, opts, optional))
     names = info.get("output_name") or info.get("output", [])
-    outputs = [(str(n), str(t)) for n, t in zip(names, info.get("output", []))]
+    outputs = [(str(n), str(t)) for n, t in zip(names, info.get("output", []), strict=True)]
     return NodeLayout(sockets, widgets, outputs)
 
 
@@ -241,7 +241,7 @@ def check_workflow(workflow: dict, info: dict, file_inputs: dict | None = None) 
             problems.append(f"{where}: {len(values)} widget values for {len(lay.widgets)} widgets "
                             f"({[w.name for w in lay.widgets]})")
             continue
-        for slot, value in zip(lay.widgets, values):
+        for slot, value in zip(lay.widgets, values, strict=True):
             check = file_inputs.get((node["type"], slot.name))
             if check is not None:
                 if not check(value):
@@ -271,7 +271,8 @@ def ui_to_api(workflow: dict, info: dict) -> dict:
         lay = layout(info[node["type"]])
         inputs = {}
         values = node.get("widgets_values", [])
-        for slot, value in zip(lay.widgets, values):
+        # extra values (widgets a frontend extension adds, e.g. PreviewAny's) follow the schema's: ignored
+        for slot, value in zip(lay.widgets, values, strict=False):
             if slot.type not in (CONTROL, UPLOAD):
                 inputs[slot.name] = value
         for inp in node.get("inputs", []):
@@ -293,6 +294,8 @@ NOTE_COLOR, NOTE_BGCOLOR = "#432", "#653"
 # nodes that show an image or a text box below their widgets once run: room for it, so nothing overlaps
 MIN_HEIGHT = {"LoadImage": 340, "FaceAnonPreviewImage": 300, "FaceAnonSaveImage": 300, "PreviewImage": 300,
               "SaveImage": 300, "PreviewAny": 170}
+# room below the nodes under which the pack's frontend extension (js/faceanon.js) shows a report after a run
+ROOM_BELOW = {"FaceAnonymize": 40, "FaceAnonDetectFaces": 40, "FaceAnonVerify": 90}
 
 
 def _height(lay: NodeLayout, multiline: int) -> int:
@@ -406,7 +409,7 @@ class Graph:
             members = [n for n in self.nodes if n.column == c]
             for n in members:
                 pos[n.id] = [x, y]
-                y += sizes[n.id][1] + 90  # room for the title bar and group headers
+                y += sizes[n.id][1] + 90 + ROOM_BELOW.get(n.type, 0)  # title bars, group headers
             x += max(sizes[n.id][0] for n in members) + gap
         order = self._topological_order()
         for n in self.nodes:

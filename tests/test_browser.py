@@ -227,6 +227,7 @@ def test_missing_node_dialog_is_detected(page):
 
 
 def _queue_and_wait(page, node_type: str, timeout_s: float = 240) -> dict:
+    page.evaluate("() => { try { app.extensionManager.toast.removeAll(); } catch (e) {} }")  # earlier runs' toasts
     page.evaluate("async () => { await app.queuePrompt(0, 1); }")
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -284,3 +285,24 @@ def test_image_without_face_is_flagged_in_the_ui(server, page):
                            timeout=UI_TIMEOUT_MS)
     assert any("NOT anonymized" in t for t in toasts(page, "warn"))
     fit_and_screenshot(page, f"{stem}_no_face_flagged")
+
+
+def test_privacy_check_runs_and_verify_reports(server, page):
+    stem = "faceanon_privacy_check_sd15"
+    workflow = server.get_json(f"/api/workflow_templates/comfyui-faceanon/{stem}.json")
+    load_workflow(page, workflow)
+    _set_widget(page, "FaceAnonymize", "overrides", FAST_OVERRIDES)
+    status = _queue_and_wait(page, "FaceAnonVerify")
+    head = status["lines"][0]
+    assert head.startswith("identity check: ") and "face(s) pass" in head, status
+    # stand-in models (random weights) may or may not change the synthetic face enough: either way it is shown
+    assert status["level"] == ("warn" if "FAIL" in head else "ok")
+    anonymize = page.evaluate("() => app.graph.nodes.find(n => n.type === 'FaceAnonymize').faceanonStatus")
+    assert anonymize == {"level": "ok", "lines": ["1 face(s) found, 1 anonymized"]}
+    page.wait_for_function("""() => app.graph.nodes.find(n => n.type === 'FaceAnonSaveImage').imgs?.length""",
+                           timeout=UI_TIMEOUT_MS)
+    fit_and_screenshot(page, f"{stem}_after_run")
+    from tests.test_workflows_host import png_text_chunks
+
+    saved = sorted((server.base / "output" / "faceanon").glob("checked_*.png"))
+    assert len(saved) == 1 and png_text_chunks(saved[0]) == {}

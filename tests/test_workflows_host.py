@@ -219,7 +219,7 @@ def check_results(stem: str, api: dict, out: dict, saved: Path) -> None:
         assert bool((image != original).any())
     for image, _, report in of("FaceAnonPasteFaces"):
         assert f"pasted {n_faces} face(s)" in report and bool((image != original).any())
-    for _, preview, report, count in of("FaceAnonDetectFaces"):
+    for _faces, _preview, _report, count in of("FaceAnonDetectFaces"):
         assert count == n_faces
     for _, _, report in of("FaceAnonVerify"):
         assert json.loads(report)["n_faces"] == n_faces
