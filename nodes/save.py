@@ -22,7 +22,7 @@ from .types import io
 
 logger = logging.getLogger(__name__)
 
-CATEGORY = "FaceAnon/image"
+CATEGORY = "FaceAnon/privacy"
 
 
 def save_plain_pngs(images, filename_prefix: str, folder_type: str, compress_level: int) -> list[dict]:
