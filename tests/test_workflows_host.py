@@ -274,3 +274,11 @@ def test_png_chunk_reader_sees_text_chunks(tmp_path):
     assert set(png_text_chunks(tmp_path / "m.png")) == {"prompt", "workflow"}
     Image.new("RGB", (4, 4)).save(tmp_path / "plain.png")
     assert png_text_chunks(tmp_path / "plain.png") == {}
+
+
+def test_docs_name_every_node_and_workflow(host):
+    """docs/workflows.md (README-ready text) has a row for every node of the pack and every shipped workflow."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "workflows.md").read_text()
+    missing = sorted(n for n in host.pack_node_ids if f"`{n}`" not in text)
+    assert not missing, f"nodes missing from docs/workflows.md: {missing}"
+    assert all(f"`{stem}`" in text for stem in STEMS)
