@@ -110,6 +110,8 @@ def page(server):
             pg.console_errors = []
             pg.on("pageerror", lambda e: pg.page_errors.append(str(e)))
             pg.on("console", lambda m: pg.console_errors.append(m.text) if m.type == "error" else None)
+            pg.failed_urls = []  # the frontend probes optional user files (404s that are not errors)
+            pg.on("response", lambda r: pg.failed_urls.append(r.url) if r.status >= 400 else None)
             pg.goto(server.url, timeout=UI_TIMEOUT_MS)
             pg.wait_for_function("() => window.app?.graph && window.LiteGraph?.registered_node_types?.FaceAnonymize",
                                  timeout=UI_TIMEOUT_MS)
@@ -167,6 +169,9 @@ def test_extension_and_templates_are_served(server, page):
         .filter(([k, t]) => k.startsWith('FaceAnon')).map(([k, t]) => [k, t.color])""")
     assert len(colours) >= 17 and all(c == PACK_COLOR for _, c in colours), colours
     assert page.evaluate("() => LiteGraph.registered_node_types.KSampler.color") != PACK_COLOR
+    assert page.evaluate("() => (app.extensions ?? []).some(e => e.name === 'faceanon.nodes')")
+    ours = [e for e in page.console_errors + page.page_errors + page.failed_urls if "faceanon" in e.lower()]
+    assert not ours, ours
 
 
 @pytest.mark.parametrize("stem", STEMS)
