@@ -314,8 +314,8 @@ def dumps(workflow: dict) -> str:
     return json.dumps(workflow, indent=1, ensure_ascii=False) + "\n"
 
 
-def host_object_info() -> dict:
-    """/object_info of a ComfyUI loaded in-process with this pack (tests/comfy_host.py)."""
+def host_object_info(workdir: Path) -> dict:
+    """/object_info of a ComfyUI loaded in-process with this pack (tests/comfy_host.py), folders in `workdir`."""
     from scripts.workflow_tools import object_info
     from tests.comfy_host import ComfyHost, find_host, missing_host_requirements
 
@@ -325,7 +325,7 @@ def host_object_info() -> dict:
     missing = missing_host_requirements()
     if missing:
         raise SystemExit(f"this interpreter lacks ComfyUI's requirement {missing}")
-    host = ComfyHost(path, Path(tempfile.mkdtemp(prefix="faceanon_build_")))
+    host = ComfyHost(path, workdir)
     return object_info(host.nodes)
 
 
@@ -333,7 +333,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="compare with the committed files; write nothing")
     args = parser.parse_args(argv)
-    built = build_all(host_object_info())
+    with tempfile.TemporaryDirectory(prefix="faceanon_build_") as tmp:
+        built = build_all(host_object_info(Path(tmp)))
     stale = []
     for stem, workflow in built.items():
         path = WORKFLOWS_DIR / f"{stem}.json"
