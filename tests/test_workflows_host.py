@@ -282,3 +282,34 @@ def test_docs_name_every_node_and_workflow(host):
     missing = sorted(n for n in host.pack_node_ids if f"`{n}`" not in text)
     assert not missing, f"nodes missing from docs/workflows.md: {missing}"
     assert all(f"`{stem}`" in text for stem in STEMS)
+
+
+def test_checker_catches_what_users_would_meet(info):
+    """The soundness check is not vacuous: a shifted widget, a bad value, a wrong link and a missing node fail."""
+    base = load("faceanon_modular_nullface_sd15")
+
+    def problems(mutate):
+        wf = copy.deepcopy(base)
+        mutate(wf)
+        return check_workflow(wf, info, file_inputs={k: (lambda v: True) for k in FILE_INPUTS})
+
+    def node(wf, kind):
+        return next(n for n in wf["nodes"] if n["type"] == kind)
+
+    assert problems(lambda wf: None) == []
+    assert any("widget values for" in p for p in problems(lambda wf: node(wf, "FaceAnonInvert")["widgets_values"]
+                                                          .pop(2)))  # shifted by one
+    assert any("not one of" in p for p in problems(lambda wf: node(wf, "FaceAnonInvert")["widgets_values"]
+                                                   .__setitem__(0, "euler")))
+    assert any("outside" in p for p in problems(lambda wf: node(wf, "FaceAnonInvert")["widgets_values"]
+                                                .__setitem__(1, 0)))
+    assert any("control_after_generate" in p for p in problems(
+        lambda wf: node(wf, "FaceAnonInvert")["widgets_values"].__setitem__(6, "sometimes")))
+
+    def wrong_link(wf):  # the crops IMAGE into the guider's mask input
+        link = next(lk for lk in wf["links"] if lk[3] == node(wf, "FaceAnonIdentityGuider")["id"] and lk[5] == "MASK")
+        crop = node(wf, "FaceAnonCropFaces")
+        link[1], link[2], link[5] = crop["id"], 0, "IMAGE"
+
+    assert any("wants MASK, gets IMAGE" in p for p in problems(wrong_link))
+    assert any("not installed" in p for p in problems(lambda wf: node(wf, "VAEDecode").__setitem__("type", "NoSuch")))
