@@ -145,7 +145,7 @@ class FaceAnonDetectFaces(io.ComfyNode):
         if faces.missing:
             logger.warning("FaceAnon: %s", faces.report.splitlines()[0])
         preview = F.draw_faces(image, faces)
-        return io.NodeOutput(faces, preview, faces.report, len(faces))
+        return io.NodeOutput(faces, preview, faces.report, len(faces), ui={"text": [faces.report]})
 
 
 class FaceAnonFaceIdentity(io.ComfyNode):
