@@ -139,6 +139,7 @@ def main():
               f" core {c_over * 1e3:.2f} ms, ratio {o_over / c_over:.2f} (UNet calls per run {o_calls} vs {c_calls})")
     steps = 2 if args.quick else 3
     full = patched_model(host, SD15_FULL_UNET, tmp, seed=1)
+    overhead(host, full, 768, 32, "ddpm", 1, 1)  # warm-up
     print(f"\n3. full-width SD1.5-layout UNet (320 ch, full depth) + FaceID patch, 32x32 latent, {steps} steps")
     for solver in ("ddpm",):
         o_over, c_over, o_eval, c_eval, *_ = overhead(host, full, 768, 32, solver, steps, 1)

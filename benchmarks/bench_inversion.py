@@ -145,6 +145,7 @@ def main():
                f"vs core {CORE_SAMPLER[solver]}", rows, 30, 5)
     full = build_model_patcher(SD15_FULL_UNET, "sd15")
     steps = 2 if args.quick else 3
+    bench(full, 768, 32, "ddpm", 1, 1)  # warm-up: first-call allocations must not count for either side
     for solver in ("ddpm", "dpmpp_2m_sde"):
         rows = bench(full, 768, 32, solver, steps, 1)
         report(f"(b) full-width SD1.5-layout UNet (320 ch, full depth), 32x32 latent, {steps} steps, solver {solver} "
