@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -14,7 +13,8 @@ from PIL import Image
 from faceanon import faceid as CF
 from tests.comfy_host import HostRunError, ensure_tiny_sd15_checkpoint
 from tests.faceid_files import faceid_state_dict, write_bin
-from tests.onnx_packs import draw_face, write_pack
+from tests.onnx_packs import write_pack
+from tests.workflow_assets import face_photo
 
 FAST = "resolution = 64\nsteps = 4\nmask_delay = 1"
 FACES = [((70, 80), 64, 1), ((180, 160), 72, 2)]  # centre, diameter, texture seed
@@ -29,14 +29,8 @@ def setup(host):
     layers = CF.layout_from_shapes({k: v.shape for k, v in model.model_state_dict().items()})
     sd = faceid_state_dict(layers, rank=8, dtype=torch.float16, seed=4, kv_scale=0.2)
     write_bin(sd, host.models_dir / "ipadapter" / "tiny-faceid_sd15.bin")
-    rng = np.random.default_rng(0)
-    base = np.clip(0.45 + 0.1 * rng.standard_normal((256, 256, 3)), 0, 1).astype(np.float32)
-    base[..., 1] = np.clip(base[..., 1] + 0.2, 0, 1)  # greenish background: no magenta outside the faces
-    two = base
-    for centre, diameter, seed in FACES:
-        two = draw_face(two, centre, diameter, seed)
-    for name, img in (("two_faces.png", two), ("no_face.png", base)):
-        Image.fromarray((img * 255).round().astype(np.uint8)).save(host.input_dir / name)
+    for name, faces in (("two_faces.png", FACES), ("no_face.png", [])):
+        Image.fromarray(face_photo((256, 256), faces, 0)).save(host.input_dir / name)
     return ckpt
 
 

@@ -20,7 +20,8 @@ PORTRAIT_FACES = [((128, 120), 96, 3)]                                     # cen
 GROUP_FACES = [((70, 90), 60, 1), ((180, 80), 64, 2), ((300, 110), 56, 5)]
 
 
-def _photo(size: tuple[int, int], faces, seed: int) -> np.ndarray:
+def face_photo(size: tuple[int, int], faces, seed: int) -> np.ndarray:
+    """uint8 H x W x 3 photo: a noisy greenish background with synthetic faces (centre, diameter, texture seed)."""
     from tests.onnx_packs import draw_face
 
     h, w = size
@@ -41,7 +42,7 @@ def write_photos(input_dir: Path) -> dict[str, Path]:
                                     ("group_photo.png", (200, 384), GROUP_FACES, 1)):
         path = input_dir / name
         if not path.exists():
-            Image.fromarray(_photo(size, faces, seed)).save(path)
+            Image.fromarray(face_photo(size, faces, seed)).save(path)
         out[name] = path
     return out
 
