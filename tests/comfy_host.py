@@ -161,6 +161,11 @@ class ComfyHost:
                 raise HostRunError(f"{detail.get('node_type')}: {detail.get('exception_type')}: "
                                    f"{detail.get('exception_message')}\n{''.join(detail.get('traceback', []))}")
             raise HostRunError(str(detail))
+        return self.outputs_of(prompt, ex)
+
+    def outputs_of(self, prompt: dict, executor=None) -> dict[str, list]:
+        """{node_id: raw outputs} of the graph's nodes held in the executor's cache (after a run)."""
+        ex = executor or self.executor
         results = {}
         for node_id in prompt:
             entry = ex.caches.outputs.get(node_id)

@@ -189,16 +189,7 @@ def test_workflow_runs_and_writes_only_plain_images(host, info, assets, stem):
         assert chunks == {}, f"{rel} carries metadata chunks {sorted(chunks)}"
     prefixes = {n["inputs"]["filename_prefix"].split("/")[-1] for n in saves}
     assert {Path(k).name.rsplit("_", 2)[0] for k in saved} == prefixes
-    check_results(stem, api, raw_outputs(host, api), host.workdir / saved[0])
-
-
-def raw_outputs(host, api: dict) -> dict[str, list]:
-    out = {}
-    for node_id in api:
-        entry = host.executor.caches.outputs.get(node_id)
-        if entry is not None:
-            out[node_id] = [o[0] if isinstance(o, list) and len(o) == 1 else o for o in entry.outputs]
-    return out
+    check_results(stem, api, host.outputs_of(api), host.workdir / saved[0])
 
 
 def check_results(stem: str, api: dict, out: dict, saved: Path) -> None:
