@@ -71,7 +71,7 @@ def server(host, tmp_path_factory):
     pytest.importorskip("onnx", reason="the synthesized insightface pack is written with the `onnx` package")
     from tests.comfy_host import ensure_tiny_sd15_checkpoint
     from tests.comfy_server import ComfyServer
-    from tests.workflow_assets import _photo, install_tiny_models, write_photos
+    from tests.workflow_assets import face_photo, install_tiny_models, write_photos
 
     ckpt = host.models_dir / "checkpoints" / ensure_tiny_sd15_checkpoint(host)
     base = tmp_path_factory.mktemp("comfy_server")
@@ -84,7 +84,7 @@ def server(host, tmp_path_factory):
     write_photos(base / "input")
     from PIL import Image
 
-    Image.fromarray(_photo((160, 200), [], seed=7)).save(base / "input" / "no_face.png")
+    Image.fromarray(face_photo((160, 200), [], seed=7)).save(base / "input" / "no_face.png")
     srv.start()
     import urllib.request
 
