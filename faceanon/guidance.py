@@ -23,6 +23,14 @@ import torch.nn.functional as F
 __all__ = ["cfg_combine", "branch_identity", "mask_to_latent", "gate", "step_index", "restore_outside"]
 
 
+def _blur(m: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Gaussian blur of [B, 1, H, W] masks (kornia), kernel covering 3 sigma, replicated borders."""
+    import kornia.filters
+
+    k = 2 * int(3 * sigma) + 1
+    return kornia.filters.gaussian_blur2d(m, (k, k), (sigma, sigma), border_type="replicate")
+
+
 def cfg_combine(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Tensor:
     """Classifier-free guidance ``uncond + scale * (cond - uncond)``; `scale` may be negative."""
     return uncond + scale * (cond - uncond)
@@ -72,10 +80,7 @@ def mask_to_latent(mask: torch.Tensor, size: tuple[int, int], feather: float = 0
     else:
         m = F.interpolate(m, size=size, mode="area")
     if feather > 0:
-        import kornia.filters
-
-        k = 2 * int(3 * feather) + 1
-        m = kornia.filters.gaussian_blur2d(m, (k, k), (feather, feather), border_type="replicate")
+        m = _blur(m, feather)
     return m.clamp(0, 1)
 
 
@@ -120,11 +125,7 @@ def restore_outside(original: torch.Tensor, generated: torch.Tensor, mask: torch
         m = F.interpolate(m[:, None], size=original.shape[1:3], mode="bilinear", align_corners=False)[:, 0]
     m = m.clamp(0, 1)
     if feather > 0:
-        import kornia.filters
-
-        k = 2 * int(3 * feather) + 1
-        soft = kornia.filters.gaussian_blur2d(m[:, None], (k, k), (feather, feather), border_type="replicate")[:, 0]
-        m = torch.minimum(m, soft)
+        m = torch.minimum(m, _blur(m[:, None], feather)[:, 0])
     m = m[..., None].to(original.dtype)
     blended = original + m * (generated - original)
     return torch.where(m > 0, blended, original)

@@ -55,8 +55,8 @@ def inversion_timesteps(steps: int, skip: float, num_train_timesteps: int = 1000
     most = max_steps(skip, num_train_timesteps)
     if steps > most:
         raise ValueError(
-            f"steps={steps} does not fit in the range left by skip={skip}: sampling starts at timestep {start}, "
-            f"so at most {most} distinct steps are possible; lower steps or lower skip")
+            f"steps={steps} is out of range for skip={skip}: allowed 1..{most} (sampling starts at timestep "
+            f"{start}, so at most {most} distinct steps are possible); lower steps or lower skip")
     if steps == 1:
         return [start]
     ts = torch.linspace(float(start), 1.0, steps, dtype=torch.float64)

@@ -12,7 +12,6 @@ import hashlib
 import json
 import logging
 
-import comfy.model_management
 import comfy.utils
 import numpy as np
 import torch
@@ -21,6 +20,7 @@ from ..faceanon import faces as F
 from ..faceanon.guidance import restore_outside
 from ..faceanon.presets import PRESETS, apply_overrides, describe
 from ..faceanon.verify import analysis_embedder
+from .faces import progress_callback
 from .guidance import encode_prompt, identity_guider, zero_out
 from .id_adapter import apply_id_adapter
 from .inversion import InversionNoise, invert_latent, replay_sampler
@@ -70,10 +70,10 @@ def anonymize(images, model, clip, vae, analysis, adapter, settings, seed: int, 
     patched = apply_id_adapter(model, adapter, weight=settings.adapter_weight, lora_strength=settings.lora_strength)
     positive = encode_prompt(clip, "", zero_if_empty=False)
     negative = zero_out(positive) if settings.zero_negative else positive
-    pbar = comfy.utils.ProgressBar(len(faces))
+    tick = progress_callback(len(faces))
     outputs = []
     for k, face in enumerate(faces):
-        comfy.model_management.throw_exception_if_processing_interrupted()
+        tick(k, len(faces))  # also honours Cancel between faces
         if face.embedding is None:
             raise ValueError(f"face {k} (image {face.image_index}) has no ArcFace embedding: the face analysis pack "
                              f"{faces.model!r} has no recognizer, so it cannot be anonymized")
@@ -98,7 +98,7 @@ def anonymize(images, model, clip, vae, analysis, adapter, settings, seed: int, 
         outputs.append(decoded)
         report["faces"].append({"face": k, "image": face.image_index, "box": [round(float(v), 1) for v in face.box],
                                 "score": round(float(face.score), 3), "seed": s, "anonymized": True})
-        pbar.update(1)
+    tick(len(faces), len(faces))
     pasted, changed = F.paste_faces(images, torch.cat(outputs), info, mask=masks, mask_space="crop",
                                     feather=max(2.0, settings.resolution / 32), color_match=color_match)
     if keep:

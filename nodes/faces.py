@@ -37,7 +37,7 @@ def insightface_roots() -> list[str]:
     return roots
 
 
-def _progress(total: int):
+def progress_callback(total: int):
     """A callback (done, total) that ticks ComfyUI's progress bar and honours Cancel."""
     bar = comfy.utils.ProgressBar(max(total, 1))
 
@@ -141,7 +141,7 @@ class FaceAnonDetectFaces(io.ComfyNode):
                 if_no_face="error", embeddings=True):
         faces = F.detect(face_analysis, image, threshold=threshold, min_face_size=min_face_size,
                          max_faces=max_faces, order=order, embeddings=embeddings, if_no_face=if_no_face,
-                         progress=_progress(image.shape[0]))
+                         progress=progress_callback(image.shape[0]))
         if faces.missing:
             logger.warning("FaceAnon: %s", faces.report.splitlines()[0])
         preview = F.draw_faces(image, faces)
@@ -215,7 +215,7 @@ class FaceAnonCropFaces(io.ComfyNode):
     @classmethod
     def execute(cls, image, faces, size=512, margin=1.0, padding="reflection"):
         crops, info = F.crop_faces(image, faces, size=size, margin=margin, padding=padding,
-                                   progress=_progress(len(faces)))
+                                   progress=progress_callback(len(faces)))
         masks = info.masks
         if len(faces) == 0:
             logger.warning("FaceAnon: Crop Faces got no face at all; returning one black placeholder crop")
@@ -271,7 +271,7 @@ class FaceAnonPasteFaces(io.ComfyNode):
         else:
             out, alpha = F.paste_faces(image, crops, info, mask=mask, mask_space=mask_space,
                                        limit_to_face=limit_to_face, feather=feather, color_match=color_match,
-                                       progress=_progress(len(info)))
+                                       progress=progress_callback(len(info)))
         report = f"pasted {len(info)} face(s) into {info.batch_size} image(s)"
         if info.missing:
             warn = (f"WARNING: image(s) {', '.join(map(str, info.missing))} had no face and are returned NOT "

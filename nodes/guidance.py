@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 
 import comfy.samplers
+import nodes as comfy_nodes  # ComfyUI's nodes.py (this pack's folder is imported relatively)
 import torch
 
 from ..faceanon import guidance as core
@@ -179,14 +180,8 @@ def encode_prompt(clip, text: str, zero_if_empty: bool | None = None):
 
 
 def zero_out(conditioning):
-    """ConditioningZeroOut: zero text embeddings and pooled outputs (a new list; the input is untouched)."""
-    out = []
-    for t, d in conditioning:
-        d = dict(d)
-        if d.get("pooled_output") is not None:
-            d["pooled_output"] = torch.zeros_like(d["pooled_output"])
-        out.append([torch.zeros_like(t), d])
-    return out
+    """Core ConditioningZeroOut (zero text embeddings and pooled outputs; a new list, the input untouched)."""
+    return comfy_nodes.ConditioningZeroOut().zero_out(conditioning)[0]
 
 
 class FaceAnonAttributePrompt(io.ComfyNode):

@@ -20,7 +20,7 @@ import latent_preview
 import torch
 
 from ..faceanon import inversion as core
-from ..faceanon.schedules import inversion_sigmas, max_steps
+from ..faceanon.schedules import inversion_sigmas
 from .id_adapter import IDENTITY_KEY
 from .types import Inversion, io
 
@@ -86,9 +86,6 @@ def invert_latent(model, positive, negative, latent: dict, solver: str, steps: i
     pred = prediction_type(model)
     model = null_identity_model(model)
     ms = model.get_model_object("model_sampling")
-    most = max_steps(skip)
-    if not 1 <= steps <= most:
-        raise ValueError(f"steps={steps} is out of range for skip={skip}: allowed 1..{most}")
     sigmas = inversion_sigmas(ms.sigmas, steps, skip)
     samples = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
     guider = comfy.samplers.CFGGuider(model)
