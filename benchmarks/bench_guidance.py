@@ -44,13 +44,12 @@ class RowClock(ModelClock):
 
 
 def patched_model(host, unet_config, tmp, seed=0):
-    from faceanon import faceid as CF
-    from tests.faceid_files import faceid_state_dict, write_bin
+    from tests.faceid_files import faceid_state_dict, layers_of, write_bin
     from tests.tiny_models import build_model_patcher
 
     ida = host.pack("nodes.id_adapter")
     base = build_model_patcher(unet_config, "sd15", seed=seed)
-    layers = CF.layout_from_shapes({k: v.shape for k, v in base.model_state_dict().items()})
+    layers = layers_of(base)
     path = write_bin(faceid_state_dict(layers, rank=128, dtype=torch.float16, seed=1), tmp / f"faceid{seed}.bin")
     return ida.apply_id_adapter(base, ida.load_id_adapter(path))
 

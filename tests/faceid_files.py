@@ -11,7 +11,13 @@ from collections.abc import Sequence
 
 import torch
 
-from faceanon.faceid import ID_DIM, LORA_PROJECTIONS, PROJ_HIDDEN, AttentionLayer
+from faceanon.faceid import ID_DIM, LORA_PROJECTIONS, PROJ_HIDDEN, AttentionLayer, layout_from_shapes
+
+
+
+def layers_of(patcher) -> list[AttentionLayer]:
+    """The attention layers of a ComfyUI ModelPatcher's UNet, numbered like the FaceID files."""
+    return layout_from_shapes({k: v.shape for k, v in patcher.model_state_dict().items()})
 
 
 _POOL = 1 << 20

@@ -10,11 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from faceanon import faceid as CF
 from tests.comfy_host import HostRunError, ensure_tiny_sd15_checkpoint
-from tests.faceid_files import faceid_state_dict, write_bin
-from tests.onnx_packs import write_pack
-from tests.workflow_assets import face_photo
+from tests.workflow_assets import face_photo, write_face_pack, write_tiny_faceid
 
 FAST = "resolution = 64\nsteps = 4\nmask_delay = 1"
 FACES = [((70, 80), 64, 1), ((180, 160), 72, 2)]  # centre, diameter, texture seed
@@ -23,12 +20,8 @@ FACES = [((70, 80), 64, 1), ((180, 160), 72, 2)]  # centre, diameter, texture se
 @pytest.fixture(scope="module")
 def setup(host):
     ckpt = ensure_tiny_sd15_checkpoint(host)
-    write_pack(host.models_dir / "insightface" / "models" / "buffalo_l", "buffalo_l")
-    out = host.run({"1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ckpt}}}, all_nodes=True)
-    model = out["1"][0]
-    layers = CF.layout_from_shapes({k: v.shape for k, v in model.model_state_dict().items()})
-    sd = faceid_state_dict(layers, rank=8, dtype=torch.float16, seed=4, kv_scale=0.2)
-    write_bin(sd, host.models_dir / "ipadapter" / "tiny-faceid_sd15.bin")
+    write_face_pack(host.models_dir)
+    write_tiny_faceid(host.models_dir / "ipadapter" / "tiny-faceid_sd15.bin")
     for name, faces in (("two_faces.png", FACES), ("no_face.png", [])):
         Image.fromarray(face_photo((256, 256), faces, 0)).save(host.input_dir / name)
     return ckpt

@@ -15,6 +15,7 @@ from faceanon import faceid as CF
 from tests.faceid_files import (
     diffusers_attention_paths,
     faceid_state_dict,
+    layers_of,
     kohya_lora_state_dict,
     write_bin,
     write_safetensors,
@@ -36,10 +37,6 @@ def tiny(host):
     from tests import tiny_models
 
     return tiny_models
-
-
-def layers_of(patcher):
-    return CF.layout_from_shapes({k: v.shape for k, v in patcher.model_state_dict().items()})
 
 
 class Tiny:

@@ -6,8 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from faceanon import faceid as CF
-from tests.faceid_files import faceid_state_dict, write_bin
+from tests.faceid_files import faceid_state_dict, layers_of, write_bin
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -21,7 +20,7 @@ class Setup:
         self.gd = host.pack("nodes.guidance")
         self.ida = host.pack("nodes.id_adapter")
         base = build_model_patcher(SD15_TINY_UNET, "sd15", seed=3)
-        layers = CF.layout_from_shapes({k: v.shape for k, v in base.model_state_dict().items()})
+        layers = layers_of(base)
         sd = faceid_state_dict(layers, rank=8, dtype=torch.float32, seed=11, kv_scale=0.3, lora_scale=0.05)
         adapter = self.ida.load_id_adapter(write_bin(sd, tmp / "tiny_faceid.bin"))
         self.model = self.ida.apply_id_adapter(base, adapter)
