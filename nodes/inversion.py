@@ -21,7 +21,7 @@ import torch
 
 from ..faceanon import inversion as core
 from ..faceanon.schedules import inversion_sigmas
-from .id_adapter import IDENTITY_KEY
+from .id_adapter import with_branch_identities
 from .types import Inversion, io
 
 logger = logging.getLogger(__name__)
@@ -45,13 +45,11 @@ def null_identity_model(model):
     """A clone of `model` on which every guidance branch sees the null identity (the inversion's conditioning).
 
     This is the hook the identity adapter relies on: a model patched with FaceAnonApplyIDAdapter reads
-    ``transformer_options[IDENTITY_KEY]``, and an empty map means the null identity (the projection of the zero
+    ``transformer_options["faceanon_identity"]`` (set by `with_branch_identities`), and an empty map means the null identity (the projection of the zero
     embedding) everywhere. On an unpatched model the key is ignored.
     """
     m = model.clone()
-    to = dict(m.model_options.get("transformer_options", {}))
-    to[IDENTITY_KEY] = {}
-    m.model_options["transformer_options"] = to
+    m.model_options = with_branch_identities(m.model_options, {})
     return m
 
 
