@@ -45,8 +45,8 @@ def null_identity_model(model):
     """A clone of `model` on which every guidance branch sees the null identity (the inversion's conditioning).
 
     This is the hook the identity adapter relies on: a model patched with FaceAnonApplyIDAdapter reads
-    ``transformer_options["faceanon_identity"]`` (set by `with_branch_identities`), and an empty map means the null identity (the projection of the zero
-    embedding) everywhere. On an unpatched model the key is ignored.
+    ``transformer_options["faceanon_identity"]`` (set by `with_branch_identities`), and an empty map means the
+    null identity (the projection of the zero embedding) everywhere. On an unpatched model the key is ignored.
     """
     m = model.clone()
     m.model_options = with_branch_identities(m.model_options, {})
