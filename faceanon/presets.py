@@ -31,6 +31,8 @@ class Settings:
     adapter_weight: float  # IP-Adapter FaceID attention weight
     lora_strength: float   # strength of the FaceID LoRA
     keep_final_residual: bool  # add the inversion's final residual back (exact reconstruction)
+    faces_per_call: int = 0    # faces sampled together, one UNet call per step (0 = as many as fit; 1 = one by one)
+    steps_per_call: int = 0    # inversion steps per UNet call (0 = as many as fit in free memory; 1 = step by step)
 
 
 PRESETS: dict[str, Settings] = {
@@ -53,6 +55,7 @@ _RANGES = {
     "steps": (1, 1000), "skip": (0.0, 0.99), "eta": (0.01, 1.0), "inversion_cfg": (-30.0, 30.0),
     "cfg": (-30.0, 30.0), "identity_scale": (-5.0, 5.0), "mask_delay": (0, 1000), "mask_feather": (0.0, 16.0),
     "resolution": (64, 2048), "margin": (0.5, 3.0), "adapter_weight": (-2.0, 3.0), "lora_strength": (-2.0, 3.0),
+    "faces_per_call": (0, 1024), "steps_per_call": (0, 1000),
 }
 
 

@@ -1,9 +1,11 @@
 """FaceAnonymize: the whole method in one box, for every face of every image.
 
-For each face: aligned crop -> VAE encode -> null-identity inversion (once) -> replay with the identity guider
+For every face: aligned crop -> VAE encode -> null-identity inversion (once) -> replay with the identity guider
 (own seed, own identity) -> VAE decode -> restore the pixels outside the anonymized region -> paste back with a
-feathered face-shaped mask. Never fails open: an image without a face either stops the run or is passed through
-*flagged* in the report and the UI; a face that cannot be processed stops the run.
+feathered face-shaped mask. The faces of one call (one image, a batch of images) go through these steps together,
+in chunks that fit the free memory: one UNet call per step carries every face's guidance branches. Never fails
+open: an image without a face either stops the run or is passed through *flagged* in the report and the UI; a face
+that cannot be processed stops the run.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from ..faceanon.verify import analysis_embedder
 from .faces import progress_callback
 from .guidance import encode_prompt, identity_guider, zero_out
 from .id_adapter import apply_id_adapter
-from .inversion import InversionNoise, invert_latent, replay_sampler
+from .inversion import InversionNoise, invert_latent, replay_sampler, rows_per_call
 from .types import FaceAnalysis, IDAdapter, io
 
 logger = logging.getLogger(__name__)
@@ -56,49 +58,102 @@ def gate_masks(faces, crops, settings, keep: tuple[str, ...]) -> torch.Tensor | 
     return face * kept
 
 
-def anonymize(images, model, clip, vae, analysis, adapter, settings, seed: int, attribute=None, keep=(),
+def conditioning_rows(conditioning, rows: list[int], total: int):
+    """The rows of a CONDITIONING that belong to faces `rows` of `total`: a conditioning of batch 1 is shared by
+    every face; one of batch `total` holds one row per face (its own attribute prompt)."""
+    if conditioning is None:
+        return None
+    out = []
+    for tensor, options in conditioning:
+        if tensor.shape[0] == 1:
+            out.append([tensor, options])
+            continue
+        if tensor.shape[0] != total:
+            raise ValueError(f"the attribute prompt has a batch of {tensor.shape[0]} but {total} faces were found: "
+                             f"give one prompt (shared by every face) or one per face, in face order")
+        options = dict(options)
+        pooled = options.get("pooled_output")
+        if pooled is not None and pooled.shape[0] == total:
+            options["pooled_output"] = pooled[rows]
+        out.append([tensor[rows], options])
+    return out
+
+
+def faces_per_call(model, settings, gated: bool) -> int:
+    """Faces whose sampling branches fit one UNet call in the free memory (every guidance branch: 2, up to 4 with the
+    mask gate), or the setting when it is not 0 (1 = face by face)."""
+    if settings.faces_per_call:
+        return settings.faces_per_call
+    side = settings.resolution // 8
+    return max(1, rows_per_call(model, [4, side, side]) // (4 if gated else 2))
+
+
+def sample_faces(model, vae, crops, embeddings, seeds, settings, positive, negative, attribute=None, masks=None):
+    """Invert and sample a batch of aligned face crops together, each with its own identity, seed, noise maps and
+    mask: one UNet call per sampling step carries every face's branches. Returns the decoded crops [n, S, S, 3]
+    with the pixels outside each mask restored. The same, within float rounding, as calling it face by face."""
+    crops = crops[..., :3]
+    latent = {"samples": vae.encode(crops)}
+    inverted = invert_latent(model, positive, negative, latent, settings.solver, settings.steps, settings.skip,
+                             settings.eta, settings.inversion_cfg, seeds[0], seeds=seeds,
+                             steps_per_call=settings.steps_per_call)
+    guider = identity_guider(model, positive, negative, embeddings, settings.identity_scale, settings.cfg, attribute,
+                             masks, settings.mask_delay, settings.mask_feather)
+    noise = InversionNoise(inverted).generate_noise(latent)
+    sampled = guider.sample(noise, latent["samples"], replay_sampler(inverted, settings.keep_final_residual),
+                            inverted.core.sigmas, disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seeds[0])
+    decoded = vae.decode(sampled)[..., :3].to(crops.device, crops.dtype)
+    if decoded.shape != crops.shape:
+        decoded = torch.nn.functional.interpolate(decoded.movedim(-1, 1), size=crops.shape[1:3],
+                                                  mode="bilinear").movedim(1, -1)
+    if masks is not None:
+        decoded = restore_outside(crops, decoded, masks, feather=settings.resolution / 128)
+    return decoded
+
+
+def anonymize(images, settings, *, model, clip, vae, analysis, adapter, seed: int = 0, attribute=None, keep=(),
               threshold: float = 0.5, min_face_size: float = 24, if_no_face: str = "error",
               color_match: str = "mean"):
-    """Anonymize every face; returns (images, changed mask [B, H, W], report dict)."""
+    """Anonymize every face of `images` with `settings` (a `faceanon.presets.Settings`).
+
+    The faces of every image are sampled together in chunks of ``settings.faces_per_call`` (0: as many as fit in
+    the free memory), each with its own seed ``face_seed(seed, k)``, identity, noise maps and mask; the result equals
+    face-by-face processing (``faces_per_call = 1``) within float rounding.
+
+    Returns:
+        `(images, changed mask [B, H, W], report dict)`.
+    """
     faces = F.detect(analysis, images, threshold=threshold, min_face_size=min_face_size, if_no_face=if_no_face)
     report = {"settings": describe(settings).splitlines(), "faces": [], "not_anonymized_images": list(faces.missing),
               "notes": list(faces.notes)}
     if len(faces) == 0:
         return images.clone(), torch.zeros(images.shape[:3]), report
+    for k, face in enumerate(faces):
+        if face.embedding is None:
+            raise ValueError(f"face {k} (image {face.image_index}) has no ArcFace embedding: the face analysis pack "
+                             f"{faces.model!r} has no recognizer, so it cannot be anonymized")
     crops, info = F.crop_faces(images, faces, size=settings.resolution, margin=settings.margin)
     masks = gate_masks(faces, info, settings, keep)
     patched = apply_id_adapter(model, adapter, weight=settings.adapter_weight, lora_strength=settings.lora_strength)
     positive = encode_prompt(clip, "", zero_if_empty=False)
     negative = zero_out(positive) if settings.zero_negative else positive
-    tick = progress_callback(len(faces))
+    n = len(faces)
+    seeds = [face_seed(seed, k) for k in range(n)]
+    embeddings = torch.from_numpy(np.stack([face.embedding for face in faces]))
+    chunk = faces_per_call(patched, settings, masks is not None)
+    logger.debug("FaceAnon: %d face(s), %d per UNet call", n, chunk)
+    tick = progress_callback(n)
     outputs = []
+    for start in range(0, n, chunk):
+        tick(start, n)  # also honours Cancel between chunks of faces
+        rows = list(range(start, min(start + chunk, n)))
+        outputs.append(sample_faces(patched, vae, crops[rows], embeddings[rows], [seeds[k] for k in rows], settings,
+                                    positive, negative, conditioning_rows(attribute, rows, n),
+                                    None if masks is None else masks[rows]))
+    tick(n, n)
     for k, face in enumerate(faces):
-        tick(k, len(faces))  # also honours Cancel between faces
-        if face.embedding is None:
-            raise ValueError(f"face {k} (image {face.image_index}) has no ArcFace embedding: the face analysis pack "
-                             f"{faces.model!r} has no recognizer, so it cannot be anonymized")
-        s = face_seed(seed, k)
-        crop = crops[k:k + 1, :, :, :3]
-        latent = {"samples": vae.encode(crop)}
-        inverted = invert_latent(patched, positive, negative, latent, settings.solver, settings.steps, settings.skip,
-                                 settings.eta, settings.inversion_cfg, s)
-        mask = None if masks is None else masks[k:k + 1]
-        guider = identity_guider(patched, positive, negative, torch.from_numpy(face.embedding)[None],
-                                 settings.identity_scale, settings.cfg, attribute, mask, settings.mask_delay,
-                                 settings.mask_feather)
-        noise = InversionNoise(inverted).generate_noise(latent)
-        sampled = guider.sample(noise, latent["samples"], replay_sampler(inverted, settings.keep_final_residual),
-                                inverted.core.sigmas, disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=s)
-        decoded = vae.decode(sampled)[..., :3].to(crop.device, crop.dtype)
-        if decoded.shape != crop.shape:
-            decoded = torch.nn.functional.interpolate(decoded.movedim(-1, 1), size=crop.shape[1:3],
-                                                      mode="bilinear").movedim(1, -1)
-        if mask is not None:
-            decoded = restore_outside(crop, decoded, mask, feather=settings.resolution / 128)
-        outputs.append(decoded)
         report["faces"].append({"face": k, "image": face.image_index, "box": [round(float(v), 1) for v in face.box],
-                                "score": round(float(face.score), 3), "seed": s, "anonymized": True})
-    tick(len(faces), len(faces))
+                                "score": round(float(face.score), 3), "seed": seeds[k], "anonymized": True})
     pasted, changed = F.paste_faces(images, torch.cat(outputs), info, mask=masks, mask_space="crop",
                                     feather=max(2.0, settings.resolution / 32), color_match=color_match)
     if keep:
@@ -180,8 +235,10 @@ class FaceAnonymize(io.ComfyNode):
                 if_no_face="error", overrides="", attribute_prompt=None, threshold=0.5,
                 min_face_size=24) -> io.NodeOutput:
         settings = apply_overrides(preset, overrides)
-        out, changed, report = anonymize(image, model, clip, vae, face_analysis, id_adapter, settings, seed,
-                                         attribute_prompt, KEEP_CHOICES[keep], threshold, min_face_size, if_no_face)
+        out, changed, report = anonymize(image, settings, model=model, clip=clip, vae=vae, analysis=face_analysis,
+                                         adapter=id_adapter, seed=seed, attribute=attribute_prompt,
+                                         keep=KEEP_CHOICES[keep], threshold=threshold, min_face_size=min_face_size,
+                                         if_no_face=if_no_face)
         text = format_report(report)
         ui = {"text": [text], "faceanon_report": [json.dumps({k: v for k, v in report.items() if k != "settings"})]}
         return io.NodeOutput(out, changed, text, ui=ui)
