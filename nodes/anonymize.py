@@ -23,7 +23,7 @@ from ..faceanon.guidance import restore_outside
 from ..faceanon.presets import PRESETS, apply_overrides, describe
 from ..faceanon.verify import analysis_embedder
 from .faces import progress_callback
-from .guidance import encode_prompt, identity_guider, zero_out
+from .guidance import branch_count, encode_prompt, identity_guider, zero_out
 from .id_adapter import apply_id_adapter
 from .inversion import InversionNoise, invert_latent, replay_sampler, rows_per_call
 from .types import FaceAnalysis, IDAdapter, io
@@ -79,13 +79,13 @@ def conditioning_rows(conditioning, rows: list[int], total: int):
     return out
 
 
-def faces_per_call(model, settings, gated: bool) -> int:
-    """Faces whose sampling branches fit one UNet call in the free memory (every guidance branch: 2, up to 4 with the
-    mask gate), or the setting when it is not 0 (1 = face by face)."""
+def faces_per_call(model, settings, branches: int) -> int:
+    """Faces whose sampling branches (`branches` each) fit one UNet call in the free memory, or the setting when it
+    is not 0 (1 = face by face)."""
     if settings.faces_per_call:
         return settings.faces_per_call
     side = settings.resolution // 8
-    return max(1, rows_per_call(model, [4, side, side]) // (4 if gated else 2))
+    return max(1, rows_per_call(model, [4, side, side]) // branches)
 
 
 def sample_faces(model, vae, crops, embeddings, seeds, settings, positive, negative, attribute=None, masks=None):
@@ -109,6 +109,26 @@ def sample_faces(model, vae, crops, embeddings, seeds, settings, positive, negat
     if masks is not None:
         decoded = restore_outside(crops, decoded, masks, feather=settings.resolution / 128)
     return decoded
+
+
+def sample_all(model, vae, crops, embeddings, seeds, settings, positive, negative, attribute=None, masks=None,
+               tick=None):
+    """`sample_faces` over every face, in chunks of `faces_per_call` faces; `tick(done, total)` between chunks."""
+    n = crops.shape[0]
+    same_text = positive is negative  # equal texts in distinct objects count one branch too many: a safe bound
+    chunk = faces_per_call(model, settings, branch_count(masks is not None, attribute is not None, same_text))
+    logger.debug("FaceAnon: %d face(s), %d per UNet call", n, chunk)
+    outputs = []
+    for start in range(0, n, chunk):
+        if tick is not None:
+            tick(start, n)
+        rows = list(range(start, min(start + chunk, n)))
+        outputs.append(sample_faces(model, vae, crops[rows], embeddings[rows], [seeds[k] for k in rows], settings,
+                                    positive, negative, conditioning_rows(attribute, rows, n),
+                                    None if masks is None else masks[rows]))
+    if tick is not None:
+        tick(n, n)
+    return torch.cat(outputs)
 
 
 def anonymize(images, settings, *, model, clip, vae, analysis, adapter, seed: int = 0, attribute=None, keep=(),
@@ -140,21 +160,13 @@ def anonymize(images, settings, *, model, clip, vae, analysis, adapter, seed: in
     n = len(faces)
     seeds = [face_seed(seed, k) for k in range(n)]
     embeddings = torch.from_numpy(np.stack([face.embedding for face in faces]))
-    chunk = faces_per_call(patched, settings, masks is not None)
-    logger.debug("FaceAnon: %d face(s), %d per UNet call", n, chunk)
-    tick = progress_callback(n)
-    outputs = []
-    for start in range(0, n, chunk):
-        tick(start, n)  # also honours Cancel between chunks of faces
-        rows = list(range(start, min(start + chunk, n)))
-        outputs.append(sample_faces(patched, vae, crops[rows], embeddings[rows], [seeds[k] for k in rows], settings,
-                                    positive, negative, conditioning_rows(attribute, rows, n),
-                                    None if masks is None else masks[rows]))
-    tick(n, n)
+    # the progress callback also honours Cancel between chunks of faces
+    decoded = sample_all(patched, vae, crops, embeddings, seeds, settings, positive, negative, attribute, masks,
+                         tick=progress_callback(n))
     for k, face in enumerate(faces):
         report["faces"].append({"face": k, "image": face.image_index, "box": [round(float(v), 1) for v in face.box],
                                 "score": round(float(face.score), 3), "seed": seeds[k], "anonymized": True})
-    pasted, changed = F.paste_faces(images, torch.cat(outputs), info, mask=masks, mask_space="crop",
+    pasted, changed = F.paste_faces(images, decoded, info, mask=masks, mask_space="crop",
                                     feather=max(2.0, settings.resolution / 32), color_match=color_match)
     if keep:
         # kept regions are the photo's own pixels, bit for bit (the paste's feather must not reach into them)

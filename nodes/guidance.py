@@ -41,6 +41,15 @@ def _same_conditioning(a, b) -> bool:
     return True
 
 
+def branch_count(gated: bool, attribute: bool, same_text: bool) -> int:
+    """UNet branches per sampling step of `IdentityGuider` (the order of the module docstring): 2, plus, while the
+    mask gates, the identity-free prediction used outside the mask (the same guidance with the null identity and the
+    inversion's texts) where it differs from the branches already computed."""
+    if not gated or (not attribute and same_text):
+        return 2
+    return 4 if attribute and not same_text else 3
+
+
 class IdentityGuider(comfy.samplers.CFGGuider):
     """CFG between (positive text + identity) and (unconditional text + null identity), scale may be negative."""
 
@@ -72,13 +81,7 @@ class IdentityGuider(comfy.samplers.CFGGuider):
         uncond = attribute if attribute is not None else negative
         sigmas = model_options.get("transformer_options", {}).get("sample_sigmas")
         gated = getattr(self, "mask", None) is not None and core.step_index(timestep[0], sigmas) >= self.mask_delay
-        conds = [positive, uncond]
-        # The identity-free prediction used outside the mask: the same guidance with the null identity and the
-        # inversion's texts. Extra branches only where it differs from the ones already computed.
-        if gated and not (attribute is None and self.same_text):
-            conds.append(positive)
-            if attribute is not None and not self.same_text:
-                conds.append(negative)
+        conds = [positive, uncond, positive, negative][:branch_count(gated, attribute is not None, self.same_text)]
         mo = with_branch_identities(model_options, {0: self.identity})
         out = comfy.samplers.calc_cond_batch(self.inner_model, conds, x, timestep, mo)
         # Replay core's pre-CFG hooks on the two guidance branches, as Guider_PerpNeg does, so that other

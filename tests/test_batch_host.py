@@ -4,8 +4,6 @@ sequential UNet calls drops as the issue asks (issue 12)."""
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 from PIL import Image
