@@ -18,7 +18,7 @@ import comfy.samplers
 import nodes as comfy_nodes  # ComfyUI's nodes.py (this pack's folder is imported relatively)
 import torch
 
-from ..faceanon import guidance as core
+from ..faceanon import guidance as guidance_math
 from ..faceanon.prompts import ETHNICITIES, SEXES, attribute_prompt
 from .id_adapter import identity_embeddings, with_branch_identities
 from .knobs import knob_input
@@ -53,7 +53,7 @@ class IdentityGuider(comfy.samplers.CFGGuider):
         self.same_text = _same_conditioning(positive, negative)
 
     def set_identity(self, embeddings: torch.Tensor, identity_scale: float):
-        self.identity = core.branch_identity(embeddings, identity_scale)
+        self.identity = guidance_math.branch_identity(embeddings, identity_scale)
 
     def set_mask(self, mask: torch.Tensor | None, delay: int = 0, feather: float = 0.0):
         self.mask, self.mask_delay, self.mask_feather = mask, int(delay), float(feather)
@@ -62,8 +62,8 @@ class IdentityGuider(comfy.samplers.CFGGuider):
     def latent_mask(self, shape) -> torch.Tensor:
         key = tuple(shape[-2:])
         if key not in self._latent_mask:
-            self._latent_mask[key] = core.mask_to_latent(self.mask, key, self.mask_feather,
-                                                         threshold=None if self.mask_feather > 0 else 0.5)
+            self._latent_mask[key] = guidance_math.mask_to_latent(self.mask, key, self.mask_feather,
+                                                                  threshold=None if self.mask_feather > 0 else 0.5)
         return self._latent_mask[key]
 
     def predict_noise(self, x, timestep, model_options=None, seed=None):
@@ -72,7 +72,8 @@ class IdentityGuider(comfy.samplers.CFGGuider):
         attribute = self.conds.get("attribute")
         uncond = attribute if attribute is not None else negative
         sigmas = model_options.get("transformer_options", {}).get("sample_sigmas")
-        gated = getattr(self, "mask", None) is not None and core.step_index(timestep[0], sigmas) >= self.mask_delay
+        gated = (getattr(self, "mask", None) is not None
+                 and guidance_math.step_index(timestep[0], sigmas) >= self.mask_delay)
         conds = [positive, uncond]
         # The identity-free prediction used outside the mask: the same guidance with the null identity and the
         # inversion's texts. Extra branches only where it differs from the ones already computed.
@@ -99,7 +100,7 @@ class IdentityGuider(comfy.samplers.CFGGuider):
             outside = comfy.samplers.cfg_function(self.inner_model, out[2], out[3] if len(conds) == 4 else out[1],
                                                   self.cfg, x, timestep, model_options=mo, cond=positive,
                                                   uncond=negative)
-        return core.gate(guided, outside, self.latent_mask(x.shape))
+        return guidance_math.gate(guided, outside, self.latent_mask(x.shape))
 
 
 def identity_guider(model, positive, negative, identity, identity_scale: float, cfg: float, attribute=None,
