@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import pickle
 
 import pytest
@@ -347,30 +348,80 @@ def test_batch_tokens_follow_cond_or_uncond_and_batch_layout(tiny_module):
         proj.batch_tokens([0, 1], 4, {0: torch.zeros(3, 512)}, "cpu", torch.float32)
     with pytest.raises(ValueError, match="cannot be split"):
         proj.batch_tokens([0, 1], 3, {}, "cpu", torch.float32)
-    with pytest.raises(ValueError, match=r"tensor \[n, 512\]"):
+    with pytest.raises(ValueError, match=r"shape \[n, 512\], got \[1, 511\]"):
         proj.batch_tokens([0], 1, {0: torch.zeros(1, 511)}, "cpu", torch.float32)
 
 
-def test_projector_cache_sees_in_place_changes(tiny_module):
-    proj = faceid.IdentityProjector(tiny_module)
+def test_identities_are_one_immutable_value(tiny_module):
     e = torch.randn(1, 512)
-    a = proj.tokens(e, "cpu", torch.float32)
-    assert proj.tokens(e, "cpu", torch.float32) is a
-    e.mul_(-1)
-    b = proj.tokens(e, "cpu", torch.float32)
-    assert not torch.allclose(a, b)
-    assert torch.allclose(b, tiny_module.project(e))
-    half = proj.tokens(e, "cpu", torch.float16)
-    assert half.dtype == torch.float16
+    value = faceid.BranchIdentities({0: e, 1: None})
+    assert len(value) == 1 and 0 in value and 1 not in value and torch.equal(value[0], e)
+    assert value == faceid.BranchIdentities({0: e.clone().double()})
+    assert hash(value) == hash(faceid.BranchIdentities({0: e}))
+    assert value != faceid.BranchIdentities({1: e}) and value != faceid.BranchIdentities({0: 2 * e})
+    assert copy.deepcopy(value) is value
+    proj = faceid.IdentityProjector(tiny_module)
+    a = proj.batch_tokens([0, 1], 2, value, "cpu", torch.float32)
+    e.mul_(-1)  # the caller's tensor changes in place: the value (a copy) does not
+    value[0].mul_(5)  # nor does a tensor read from it
+    b = proj.batch_tokens([0, 1], 2, value, "cpu", torch.float32)
+    assert b is a and torch.allclose(a[0], tiny_module.project(-e)[0])
+    changed = proj.batch_tokens([0, 1], 2, faceid.BranchIdentities({0: e}), "cpu", torch.float32)
+    assert torch.allclose(changed[0], tiny_module.project(e)[0]) and not torch.allclose(changed[0], a[0])
+    half = proj.batch_tokens([0, 1], 2, value, "cpu", torch.float16)
+    assert half.dtype == torch.float16 and torch.allclose(half.float(), a, atol=1e-2)
+    with pytest.raises(TypeError, match="cond indices"):
+        faceid.BranchIdentities({"positive": e})
+    with pytest.raises(TypeError, match="must be a dict"):
+        faceid.BranchIdentities([e])
+
+
+def test_identity_tokens_are_projected_once_per_run(tiny_module, monkeypatch):
+    calls = []
+    project = tiny_module.project
+    monkeypatch.setattr(tiny_module, "project", lambda embeds: calls.append(len(embeds)) or project(embeds))
+    proj = faceid.IdentityProjector(tiny_module)
+    value = faceid.BranchIdentities({0: torch.randn(1, 512)})
+    for step in range(30):  # a run: the same value at every step, 2 to 4 branches (the mask gate's extra ones)
+        chunks = [0, 1] if step < 10 else [0, 1, 2, 3]
+        proj.batch_tokens(chunks, 2 * len(chunks), value, "cpu", torch.float32)
+        proj.batch_tokens(chunks, 2 * len(chunks), faceid.BranchIdentities({0: value[0]}), "cpu", torch.float32)
+    assert calls == [1, 1]  # the identity once and the null identity once
+    proj.clear()  # ComfyUI moved the model: the next run projects again, once
+    proj.batch_tokens([0, 1], 2, value, "cpu", torch.float32)
+    assert calls == [1, 1, 1, 1]
+
+
+def test_kv_weights_are_converted_once_per_run(monkeypatch):
+    sd = faceid_state_dict(TINY_LAYERS, dtype=torch.float16, seed=3, rank=4)  # the published files are fp16
+    module = faceid.FaceIDAdapterModule(faceid.faceid_from_state_dict(sd, "tiny_fp16.bin"))
+    calls = []
+    kv = module.kv
+    monkeypatch.setattr(module, "kv", lambda p, device, dtype: calls.append((p, dtype)) or kv(p, device, dtype))
+    cast = faceid.CastWeights(module)
+    processors = list(range(1, module.info.num_processors, 2))
+    file_dtype = module.to_k_ip[str(processors[0])].weight.dtype
+    for _ in range(5):  # five UNet calls of a float32 run over fp16 weights
+        for p in processors:
+            k, v = cast.kv(p, "cpu", torch.float32)
+            assert k.dtype == v.dtype == torch.float32
+            assert torch.equal(k, module.to_k_ip[str(p)].weight.float())
+    assert calls == [(p, torch.float32) for p in processors] and file_dtype == torch.float16
+    cast.kv(processors[0], "cpu", file_dtype)  # another target: converted again, the float32 copies dropped
+    assert calls[-1] == (processors[0], file_dtype) and len(cast._kv) == 1
+    assert cast.kv(processors[0], "cpu", file_dtype)[0] is module.to_k_ip[str(processors[0])].weight
+    cast.clear()
+    assert cast._kv == {}
 
 
 def test_inference_mode_identities(tiny_module):
-    """ComfyUI runs nodes under torch.inference_mode: such tensors have no version counter."""
+    """ComfyUI runs nodes under torch.inference_mode: such tensors make values too."""
     proj = faceid.IdentityProjector(tiny_module)
     with torch.inference_mode():
         e = torch.randn(1, 512)
-        out = proj.batch_tokens([0, 1], 2, {0: e}, "cpu", torch.float32)
-        assert proj.tokens(e, "cpu", torch.float32) is proj.tokens(e, "cpu", torch.float32)
+        value = faceid.BranchIdentities({0: e})
+        out = proj.batch_tokens([0, 1], 2, value, "cpu", torch.float32)
+        assert proj.batch_tokens([0, 1], 2, value, "cpu", torch.float32) is out
     assert torch.allclose(out[0], tiny_module.project(e)[0])
 
 
