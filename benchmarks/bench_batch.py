@@ -5,10 +5,10 @@ Side by side in one run, for both presets (NullFace: DDPM, 30 steps, face gate; 
 every face; detection, crop and paste are per-image costs that batching does not change):
 
   1. sequential UNet calls and model evaluations (batch rows) per photo at the presets' full step counts and crop
-     sizes, on a full-width SD1.5-layout UNet with a counting stub in place of the UNet (the chunk sizes come from
-     the free memory ComfyUI reports and the model's memory estimate, so the real model is needed, not its output):
-     face by face (faces_per_call = 1, steps_per_call = 1: the old path), batched as chosen from this machine's free
-     memory, and everything in one chunk (what a device with room for it runs);
+     sizes, on a full-width SD1.5-layout UNet with a counting stub in place of its calls (the chunk sizes come from
+     the free memory ComfyUI reports, the model's memory estimate and its weights, not from its output): face by face
+     (faces_per_call = 1, steps_per_call = 1: the old path) and batched (both 0: chunk sizes from the free memory)
+     with the free memory this machine reports, with 80 GiB (an H100's) and with unbounded memory;
   2. wall time, face by face vs batched from free memory, on a tiny UNet (full step counts, 64 px crops) and on the
      full-width UNet (2 steps, 128 px crops: the 2 shared CPU cores of the development machine).
 
@@ -20,6 +20,7 @@ The VAE is a cheap stand-in (8x8 average pooling / nearest upsampling) in every 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import sys
 import time
@@ -88,33 +89,60 @@ def run(host, model, clock, settings, n, ctx_dim):
     return clock.calls, clock.rows, time.perf_counter() - t
 
 
-def modes(preset, n):
+def modes(preset):
     return {"face by face": dataclasses.replace(preset, faces_per_call=1, steps_per_call=1),
-            "batched (free memory)": dataclasses.replace(preset, faces_per_call=0, steps_per_call=0),
-            "one chunk": dataclasses.replace(preset, faces_per_call=n, steps_per_call=preset.steps)}
+            "batched": dataclasses.replace(preset, faces_per_call=0, steps_per_call=0)}
+
+
+@contextlib.contextmanager
+def free_memory(gib: float | None):
+    """ComfyUI's model management reports `gib` GiB free (None: what it measures); chunk sizes follow from it."""
+    import comfy.model_management as mm
+
+    if gib is None:
+        yield
+        return
+    real = mm.get_free_memory
+    mm.get_free_memory = lambda dev=None, torch_free_too=False: (gib * 2 ** 30, gib * 2 ** 30) if torch_free_too \
+        else gib * 2 ** 30
+    try:
+        yield
+    finally:
+        mm.get_free_memory = real
 
 
 def counts(host, full):
     import comfy.model_management as mm
+    from faceanon.branches import branch_plan
     from faceanon.presets import PRESETS
 
-    anon, gd = host.pack("nodes.anonymize"), host.pack("nodes.guidance")
-    free = mm.get_free_memory(full.load_device) / 2 ** 30
-    print(f"\n1. sequential UNet calls per photo at full step counts, full-width SD1.5-layout UNet replaced by a "
-          f"counting stub; free memory reported: {free:.1f} GiB on {full.load_device}")
-    print(f"   {'preset':9s} {'crop':>5s} {'faces':>5s} {'mode':22s} {'faces/chunk':>11s} {'calls':>6s} "
-          f"{'vs 1 face':>9s} {'evals/face':>10s}")
+    anon = host.pack("nodes.anonymize")
+    here = mm.get_free_memory(full.load_device) / 2 ** 30
+    scenarios = {f"here ({here:.0f} GiB)": None, "80 GiB": 80.0, "unbounded": 2.0 ** 20}
+    print(f"\n1. sequential UNet calls per photo at full step counts (full-width SD1.5-layout UNet, its calls replaced "
+          f"by a counting stub), face by face and batched with the free memory of: this machine as measured now "
+          f"({here:.1f} GiB on {full.load_device}), 80 GiB, unbounded; ComfyUI's memory estimate for this host "
+          f"(no flash attention, float32)")
+    head = "".join(f"{s:>27s}" for s in scenarios)
+    print(f"   {'preset':8s} {'crop':>4s} {'faces':>5s} {'evals/face':>10s} {'face by face':>15s}{head}")
+    print(f"   {'':8s} {'':4s} {'':5s} {'':10s} {'calls (x1 face)':>15s}"
+          + "".join(f"{'chunk  calls (x1 face)':>27s}" for _ in scenarios))
     for name, short in PRESET_NAMES.items():
         preset = PRESETS[name]
-        one = {}
+        branches = len(branch_plan(preset.gate_face, False, not preset.zero_negative).branches)
+        first = {}
         for n in FACES:
-            for mode, settings in modes(preset, n).items():
-                calls, rows, _ = run(host, full, CountingStub(), settings, n, 768)
-                one.setdefault(mode, calls)
-                branches = gd.branch_count(settings.gate_face, False, not settings.zero_negative)
-                chunk = min(n, anon.faces_per_call(full, settings, branches))
-                print(f"   {short:9s} {settings.resolution:5d} {n:5d} {mode:22s} {chunk:11d} {calls:6d} "
-                      f"{calls / one[mode]:9.2f} {rows / n:10.0f}")
+            cells = []
+            for label, gib in [("fbf", None)] + list(scenarios.items()):
+                settings = modes(preset)["face by face" if label == "fbf" else "batched"]
+                with free_memory(gib):
+                    calls, rows, _ = run(host, full, CountingStub(), settings, n, 768)
+                    chunk = min(n, anon.faces_per_call(full, settings, branches))
+                first.setdefault(label, calls)
+                ratio = f"{calls:5d} (x{calls / first[label]:.2f})"
+                cells.append(ratio if label == "fbf" else f"{chunk:5d} {ratio:>21s}")
+            print(f"   {short:8s} {preset.resolution:4d} {n:5d} {rows / n:10.0f} {cells[0]:>15s}"
+                  + "".join(f"{c:>27s}" for c in cells[1:]))
 
 
 def wall(host, model, label, ctx_dim, resolution, steps, faces):
@@ -128,12 +156,11 @@ def wall(host, model, label, ctx_dim, resolution, steps, faces):
         preset = dataclasses.replace(PRESETS[name], resolution=resolution)
         if steps is not None:  # a short run still gates the face from its second step, as the preset does later
             preset = dataclasses.replace(preset, steps=steps, mask_delay=min(preset.mask_delay, 1))
-        m = modes(preset, 1)
-        run(host, model, RowClock(), m["batched (free memory)"], 1, ctx_dim)  # warm-up
+        m = modes(preset)
+        run(host, model, RowClock(), m["batched"], 1, ctx_dim)  # warm-up
         for n in faces:
-            m = modes(preset, n)
             c1, r1, t1 = run(host, model, RowClock(), m["face by face"], n, ctx_dim)
-            c2, r2, t2 = run(host, model, RowClock(), m["batched (free memory)"], n, ctx_dim)
+            c2, r2, t2 = run(host, model, RowClock(), m["batched"], n, ctx_dim)
             assert r1 == r2, (r1, r2)
             print(f"   {short:9s} {n:5d} {c1:9d} {c2:13d} {r1:6d} {t1:8.2f} {t2:9.2f} {t2 / t1:11.3f}")
 
