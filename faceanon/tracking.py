@@ -33,7 +33,8 @@ import torch
 
 from .faces.types import Face, Faces
 
-__all__ = ["Track", "Tracks", "box_iou", "one_euro", "scene_cuts", "track_faces", "track_video", "frame_histograms"]
+__all__ = ["Track", "Tracks", "box_iou", "one_euro", "scene_cuts", "track_faces", "track_video", "frame_histograms",
+           "format_ranges", "keyframes"]
 
 INTERPOLATED, DETECTED = "interpolated", "detected"
 
@@ -159,17 +160,17 @@ class Tracks:
             line = (f"  track {t.id} (shot {t.scene}): frames {t.first}-{t.last}, detected in {len(t.detected)}, "
                     f"interpolated in {len(t.interpolated)}")
             if t.interpolated:
-                line += f" ({_ranges(sorted(t.interpolated))})"
+                line += f" ({format_ranges(sorted(t.interpolated))})"
             if t.lost:
-                line += f"; LOST beyond the window in frame(s) {_ranges(t.lost)}"
+                line += f"; LOST beyond the window in frame(s) {format_ranges(t.lost)}"
             lines.append(line)
         empty = [i for i in range(self.frame_count) if not any(i in set(t.frames) for t in self.tracks)]
         if empty:
-            lines.append(f"  no face in frame(s) {_ranges(empty)}")
+            lines.append(f"  no face in frame(s) {format_ranges(empty)}")
         return "\n".join(lines)
 
 
-def _ranges(frames: Sequence[int]) -> str:
+def format_ranges(frames: Sequence[int]) -> str:
     """'3-5, 9' for [3, 4, 5, 9]."""
     out, start, prev = [], None, None
     for f in frames:
@@ -528,7 +529,7 @@ def track_video(
             more = sorted(extra)
             found += list(detect(more))
             seen.update(more)
-            notes.append(f"extra detection pass {round_ + 1} at track starts/ends: frame(s) {_ranges(more)}")
+            notes.append(f"extra detection pass {round_ + 1} at track starts/ends: frame(s) {format_ranges(more)}")
             tracks = track_faces(found, b, image_size=size, cuts=cuts, observed=sorted(seen), max_gap=window,
                                  **association)
         tracks = replace(tracks, notes=tuple(notes))

@@ -58,9 +58,14 @@ def gate_masks(faces, crops, settings, keep: tuple[str, ...]) -> torch.Tensor | 
 
 def anonymize(images, model, clip, vae, analysis, adapter, settings, seed: int, attribute=None, keep=(),
               threshold: float = 0.5, min_face_size: float = 24, if_no_face: str = "error",
-              color_match: str = "mean"):
-    """Anonymize every face; returns (images, changed mask [B, H, W], report dict)."""
-    faces = F.detect(analysis, images, threshold=threshold, min_face_size=min_face_size, if_no_face=if_no_face)
+              color_match: str = "mean", faces=None, face_seeds=None, identities=None):
+    """Anonymize every face; returns (images, changed mask [B, H, W], report dict).
+
+    `faces` (already detected, e.g. a chunk of tracked faces) skips detection; `face_seeds` and `identities` (one
+    per face: a seed, a [512] normalised embedding) replace the per-face seed and the face's own embedding (video:
+    every face of a track uses the track's seed and identity)."""
+    if faces is None:
+        faces = F.detect(analysis, images, threshold=threshold, min_face_size=min_face_size, if_no_face=if_no_face)
     report = {"settings": describe(settings).splitlines(), "faces": [], "not_anonymized_images": list(faces.missing),
               "notes": list(faces.notes)}
     if len(faces) == 0:
@@ -74,16 +79,17 @@ def anonymize(images, model, clip, vae, analysis, adapter, settings, seed: int, 
     outputs = []
     for k, face in enumerate(faces):
         tick(k, len(faces))  # also honours Cancel between faces
-        if face.embedding is None:
+        if face.embedding is None and identities is None:
             raise ValueError(f"face {k} (image {face.image_index}) has no ArcFace embedding: the face analysis pack "
                              f"{faces.model!r} has no recognizer, so it cannot be anonymized")
-        s = face_seed(seed, k)
+        s = face_seed(seed, k) if face_seeds is None else int(face_seeds[k])
+        embedding = face.embedding if identities is None else np.asarray(identities[k], np.float32)
         crop = crops[k:k + 1, :, :, :3]
         latent = {"samples": vae.encode(crop)}
         inverted = invert_latent(patched, positive, negative, latent, settings.solver, settings.steps, settings.skip,
                                  settings.eta, settings.inversion_cfg, s)
         mask = None if masks is None else masks[k:k + 1]
-        guider = identity_guider(patched, positive, negative, torch.from_numpy(face.embedding)[None],
+        guider = identity_guider(patched, positive, negative, torch.from_numpy(embedding)[None],
                                  settings.identity_scale, settings.cfg, attribute, mask, settings.mask_delay,
                                  settings.mask_feather)
         noise = InversionNoise(inverted).generate_noise(latent)
@@ -110,6 +116,8 @@ def anonymize(images, model, clip, vae, analysis, adapter, settings, seed: int, 
     # original's keypoints. FaceAnonVerify is the full check (second alignment, thresholds, actions).
     embed = analysis_embedder(analysis)
     for entry, face in zip(report["faces"], faces, strict=True):
+        if face.embedding is None:  # an interpolated video face: no detection to compare with
+            continue
         after = embed(pasted[face.image_index], face.kps[None])[0]
         entry["identity_similarity"] = round(float(np.dot(face.embedding, after)), 4)
     return pasted, changed, report
