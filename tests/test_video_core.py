@@ -148,14 +148,15 @@ def test_a_renderer_that_misses_a_face_triggers_the_fallback(clip):
 def test_interruptions_are_not_turned_into_a_fallback(clip):
     frames, _, tracks = clip
 
-    class Cancel(Exception):
+    class CancelledError(Exception):
         pass
 
     def cancelled(images, faces, ids):
-        raise Cancel()
+        raise CancelledError()
 
-    with pytest.raises(Cancel):
-        anonymize_tracks(frames, tracks, cancelled, plans(tracks), fallback="blur", passthrough_errors=(Cancel,))
+    with pytest.raises(CancelledError):
+        anonymize_tracks(frames, tracks, cancelled, plans(tracks), fallback="blur",
+                         passthrough_errors=(CancelledError,))
 
 
 def test_tracks_of_another_clip_are_refused(clip):
