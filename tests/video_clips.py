@@ -111,3 +111,57 @@ def standard_clip(size: tuple[int, int] = (176, 256)):
     frames = render(scenes, size)
     truth = shot0 + shot1
     return frames, truth
+
+
+def write_video(path, frames: np.ndarray, fps: float = 12.0, sample_rate: int = 16000, title: str = "") -> None:
+    """An MP4 (H.264 at high quality + a stereo AAC tone + a `title` tag) of uint8 frames [T, H, W, 3], like a
+    phone's video: the source file of the host tests (the title stands for a person's name in the source)."""
+    from fractions import Fraction
+
+    import av
+
+    with av.open(str(path), mode="w", format="mp4") as out:
+        if title:
+            out.metadata["title"] = title
+        video = out.add_stream("libx264", rate=Fraction(round(fps * 1000), 1000), options={"crf": "10"})
+        video.height, video.width, video.pix_fmt = frames.shape[1], frames.shape[2], "yuv420p"
+        sound = out.add_stream("aac", rate=sample_rate, layout="stereo")
+        for f in frames:
+            out.mux(video.encode(av.VideoFrame.from_ndarray(f, format="rgb24").reformat(format="yuv420p")))
+        out.mux(video.encode())
+        t = np.arange(int(sample_rate * len(frames) / fps)) / sample_rate
+        wave = np.stack([np.sin(2 * np.pi * 440 * t), np.sin(2 * np.pi * 660 * t)]).astype(np.float32) * 0.3
+        size = sound.codec_context.frame_size or 1024
+        for start in range(0, wave.shape[1], size):
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(wave[:, start:start + size]), format="fltp",
+                                               layout="stereo")
+            frame.sample_rate, frame.pts = sample_rate, start
+            out.mux(sound.encode(frame))
+        out.mux(sound.encode())
+
+
+def read_video(path) -> dict:
+    """What a saved file holds: container and stream tags, frames (uint8), frame rate, audio."""
+    import av
+
+    with av.open(str(path)) as c:
+        info = {"tags": dict(c.metadata), "stream_tags": [dict(s.metadata) for s in c.streams],
+                "fps": float(c.streams.video[0].average_rate),
+                "frames": np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])}
+    with av.open(str(path)) as c:
+        audio = c.streams.audio
+        info["audio"] = None
+        if audio:
+            info["audio"] = {"sample_rate": audio[0].rate, "channels": audio[0].channels,
+                             "samples": sum(f.samples for f in c.decode(audio=0))}
+    return info
+
+
+def detail(image, person: Person) -> float:
+    """Mean absolute difference between neighbouring pixels in the square inscribed in a person's disc (image
+    [H, W, C] tensor or array): the fine structure a blur removes."""
+    r = person.diameter / 2 / np.sqrt(2) - 1
+    x0, x1 = int(person.center[0] - r), int(person.center[0] + r)
+    y0, y1 = int(person.center[1] - r), int(person.center[1] + r)
+    sq = np.asarray(image[y0:y1, x0:x1], np.float32)
+    return float(np.abs(np.diff(sq, axis=0)).mean() + np.abs(np.diff(sq, axis=1)).mean())
