@@ -344,7 +344,7 @@ def verify(original: torch.Tensor, anonymized: torch.Tensor, faces: Faces, embed
 # adapters on the faces API (faceanon.faces)
 def analysis_embedder(analysis) -> Embedder:
     """Embedder of a loaded `faceanon.faces.analysis.FaceAnalysis`: insightface's own alignment and recognizer."""
-    from .faces.analysis import embed_faces
+    from .faces import embed_faces
 
     if analysis.recognizer is None:
         raise ValueError(f"face model pack '{analysis.name}' has no recognizer (ArcFace) model: the identity check "
@@ -359,7 +359,7 @@ def analysis_embedder(analysis) -> Embedder:
 def analysis_detector(analysis, threshold: float = 0.5, min_face_size: float = 24) -> Detector:
     """Detector of a loaded FaceAnalysis that flags images without faces instead of raising; the faces carry their
     own embeddings (the second alignment of `check_faces`)."""
-    from .faces.analysis import detect
+    from .faces import detect
 
     def run(images: torch.Tensor) -> Faces:
         return detect(analysis, images, threshold=threshold, min_face_size=min_face_size, landmarks=False,

@@ -24,6 +24,7 @@ from .faces import progress_callback
 from .guidance import encode_prompt, identity_guider, zero_out
 from .id_adapter import apply_id_adapter
 from .inversion import InversionNoise, invert_latent, replay_sampler
+from .knobs import knob_input
 from .types import FaceAnalysis, IDAdapter, io
 
 logger = logging.getLogger(__name__)
@@ -172,9 +173,8 @@ class FaceAnonymize(io.ComfyNode):
                 io.Conditioning.Input("attribute_prompt", optional=True,
                                       tooltip="From Attribute Prompt: replaces the unconditional text during "
                                               "sampling (age, sex, ethnicity)."),
-                io.Float.Input("threshold", default=0.5, min=0.05, max=0.95, step=0.01,
-                               tooltip="Face detector threshold."),
-                io.Int.Input("min_face_size", default=24, min=4, max=4096, tooltip="Smallest face to find, pixels."),
+                knob_input("detection_threshold", "threshold"),
+                knob_input("min_face_size"),
             ],
             outputs=[
                 io.Image.Output(display_name="image"),

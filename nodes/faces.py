@@ -17,6 +17,7 @@ import folder_paths
 import torch
 
 from ..faceanon import faces as F  # noqa: N812
+from .knobs import knob_input
 from .types import FaceAnalysis, FaceCrops, Faces, Identity, io
 
 logger = logging.getLogger(__name__)
@@ -107,12 +108,8 @@ class FaceAnonDetectFaces(io.ComfyNode):
             inputs=[
                 FaceAnalysis.Input("face_analysis"),
                 io.Image.Input("image"),
-                io.Float.Input("threshold", default=0.5, min=0.05, max=0.95, step=0.01,
-                               tooltip="Detector score threshold: lower finds more (and more false) faces"),
-                io.Int.Input("min_face_size", default=24, min=4, max=4096, step=1,
-                             tooltip="Smallest face to find, in pixels (longer box side). Large photos are "
-                                     "scanned in tiles so faces this small are found; smaller detections are "
-                                     "ignored (and counted in the report). Smaller values scan more tiles"),
+                knob_input("detection_threshold", "threshold"),
+                knob_input("min_face_size"),
                 io.Int.Input("max_faces", default=0, min=0, max=1024,
                              tooltip="Keep at most this many faces per image, the largest (0 = all). Faces beyond "
                                      "it are NOT anonymized; the report says how many"),
@@ -196,10 +193,8 @@ class FaceAnonCropFaces(io.ComfyNode):
             inputs=[
                 io.Image.Input("image", tooltip="The images the faces were detected in"),
                 Faces.Input("faces"),
-                io.Int.Input("size", default=512, min=64, max=4096, step=8,
-                             tooltip="Crop side in pixels (512 SD1.5, 1024 SDXL)"),
-                io.Float.Input("margin", default=1.0, min=0.5, max=4.0, step=0.05,
-                               tooltip="Framing: 1.0 = FFHQ (face, hair, chin); larger keeps more surroundings"),
+                knob_input("resolution", "size"),
+                knob_input("margin"),
                 io.Combo.Input("padding", options=list(F.PADDING), default="reflection",
                                tooltip="How crop pixels beyond the image edge are filled"),
             ],

@@ -21,6 +21,7 @@ import torch
 from ..faceanon import guidance as core
 from ..faceanon.prompts import ETHNICITIES, SEXES, attribute_prompt
 from .id_adapter import identity_embeddings, with_branch_identities
+from .knobs import knob_input
 from .types import Identity, io
 
 logger = logging.getLogger(__name__)
@@ -133,13 +134,8 @@ class FaceAnonIdentityGuider(io.ComfyNode):
                                                           "Personalization)."),
                 Identity.Input("identity", tooltip="The ArcFace identity to move away from (one row, or one per "
                                                    "latent in the batch)."),
-                io.Float.Input("identity_scale", default=-1.0, min=-5.0, max=5.0, step=0.05,
-                               tooltip="Factor on the embedding in the conditional branch (lambda_id with its sign). "
-                                       "NullFace -1 (negated), Reverse Personalization +1. 0 = null identity in both "
-                                       "branches: the guider adds nothing and replay reconstructs the input."),
-                io.Float.Input("cfg", default=10.0, min=-30.0, max=30.0, step=0.1, round=0.01,
-                               tooltip="Guidance scale; may be negative (Reverse Personalization -10: the "
-                                       "unconditional branch becomes the attractor). NullFace +10."),
+                knob_input("identity_scale"),
+                knob_input("cfg", round=0.01),
                 io.Conditioning.Input("attribute_prompt", optional=True,
                                       tooltip="Replaces the unconditional text during sampling only (never during "
                                               "inversion): describe the attributes to keep or get (age, sex, "
@@ -148,12 +144,8 @@ class FaceAnonIdentityGuider(io.ComfyNode):
                               tooltip="Where the identity may change (1 = change, 0 = keep), in the sampled image's "
                                       "pixels. Outside it the prediction follows the inversion's (identity-free) "
                                       "trajectory."),
-                io.Int.Input("mask_delay", default=10, min=0, max=1000,
-                             tooltip="Sampling steps with guidance everywhere before the mask gates it (NullFace 10 of "
-                                     "30): blends the edit seamlessly. 0 = gate from the first step."),
-                io.Float.Input("mask_feather", default=0.0, min=0.0, max=16.0, step=0.5,
-                               tooltip="Gaussian sigma of the mask at latent resolution (1 latent pixel = 8 image "
-                                       "pixels). 0 = NullFace's hard mask (binarised at 0.5)."),
+                knob_input("mask_delay"),
+                knob_input("mask_feather"),
             ],
             outputs=[io.Guider.Output()],
         )

@@ -33,6 +33,7 @@ import folder_paths
 import torch
 
 from ..faceanon import faceid
+from .knobs import knob_input
 from .types import IDAdapter, Identity, io
 
 logger = logging.getLogger(__name__)
@@ -386,10 +387,8 @@ class FaceAnonApplyIDAdapter(io.ComfyNode):
             inputs=[
                 io.Model.Input("model"),
                 IDAdapter.Input("id_adapter"),
-                io.Float.Input("weight", default=1.0, min=-1.0, max=3.0, step=0.01,
-                               tooltip="Scale of the identity attention (the papers use 1.0)"),
-                io.Float.Input("lora_strength", default=1.0, min=-1.0, max=2.0, step=0.01,
-                               tooltip="Strength of the FaceID LoRA (the papers' pipelines apply it at 1.0)"),
+                knob_input("adapter_weight", "weight"),
+                knob_input("lora_strength"),
                 io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.001),
                 io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.001),
                 Identity.Input("identity", optional=True,

@@ -22,6 +22,7 @@ import torch
 from ..faceanon import inversion as core
 from ..faceanon.schedules import inversion_sigmas
 from .id_adapter import with_branch_identities
+from .knobs import knob_input
 from .types import Inversion, io
 
 logger = logging.getLogger(__name__)
@@ -132,12 +133,6 @@ def replay_sampler(inverted: InvertedLatent, keep_final_residual: bool) -> comfy
         "inversion": inverted.core, "keep_final_residual": keep_final_residual})
 
 
-SOLVER_TOOLTIP = ("ddpm: edit-friendly DDPM inversion (NullFace). dpmpp_2m_sde: edit-friendly DPM-Solver++ 2M SDE "
-                  "inversion (Reverse Personalization / LEDITS++). Replay uses the same solver.")
-SKIP_TOOLTIP = ("Fraction of the diffusion range left untouched: sampling starts at timestep round((1-skip)*1000)-1 "
-                "and runs `steps` steps down to the clean image. Higher keeps more of the photo. NullFace's 'skip 70 "
-                "of 100 steps' is skip 0.70 with steps 30; Reverse Personalization's 'skip 0.7' is skip 0.70 with "
-                "steps 100.")
 FINAL_STEP = {
     "drop residual (anonymize)": False,
     "keep residual (exact reconstruction)": True,
@@ -163,15 +158,11 @@ class FaceAnonInvert(io.ComfyNode):
                 io.Conditioning.Input("negative", tooltip="Inversion negative conditioning (used only when cfg != 1; "
                                                           "Reverse Personalization uses a zeroed prompt)."),
                 io.Latent.Input("latent_image", tooltip="The encoded image to invert (VAEEncode)."),
-                io.Combo.Input("solver", options=list(core.SOLVERS), default="ddpm", tooltip=SOLVER_TOOLTIP),
-                io.Int.Input("steps", default=30, min=1, max=1000, tooltip="Steps replayed by sampling; the inversion "
-                                                                            "costs exactly this many evaluations."),
-                io.Float.Input("skip", default=0.7, min=0.0, max=0.99, step=0.01, tooltip=SKIP_TOOLTIP),
-                io.Float.Input("eta", default=1.0, min=0.01, max=1.0, step=0.01,
-                               tooltip="Solver stochasticity; 1 = DDPM / SDE (the papers). Must be > 0."),
-                io.Float.Input("cfg", default=1.0, min=-30.0, max=30.0, step=0.1, round=0.01,
-                               tooltip="Inversion guidance scale; 1 = positive only (NullFace), -10 between the "
-                                       "empty and zeroed prompts (Reverse Personalization)."),
+                knob_input("solver"),
+                knob_input("steps"),
+                knob_input("skip"),
+                knob_input("eta"),
+                knob_input("inversion_cfg", "cfg", round=0.01),
                 io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True,
                              tooltip="Seed of the independent noisy latents of the inverted trajectory."),
             ],

@@ -10,6 +10,7 @@ import logging
 
 from ..faceanon import verify as gate
 from ..faceanon.faces import detect
+from .knobs import knob_input
 from .types import FaceAnalysis, Faces, io
 
 logger = logging.getLogger(__name__)
@@ -52,11 +53,9 @@ class FaceAnonVerify(io.ComfyNode):
                                tooltip="report only: pass the image through and report; stop with error: stop the "
                                        "run naming every failing face; blur / pixelate failing faces: replace "
                                        "only those faces' regions (the mask output)"),
-                io.Float.Input("detection_threshold", default=0.5, min=0.05, max=0.95, step=0.01,
-                               tooltip="Detector score threshold for finding faces in the output (and in the "
-                                       "original when `faces` is not connected)"),
-                io.Int.Input("min_face_size", default=24, min=4, max=4096, step=1,
-                             tooltip="Smallest face to look for, in pixels (longer box side)"),
+                knob_input("detection_threshold", note="Used on the output, and on the original when `faces` "
+                                                        "is not connected."),
+                knob_input("min_face_size"),
             ],
             outputs=[
                 io.Image.Output(display_name="image", tooltip="The anonymized image, with failing faces blurred or "

@@ -8,14 +8,24 @@ import pytest
 import torch
 
 from faceanon import faceid as F
-from tests.faceid_files import faceid_state_dict, flat, kohya_lora_state_dict, write_bin, write_safetensors
+from faceanon.faceid.files import IMAGE_PROJ_KEYS
+from tests.faceid_files import (
+    SD15_UNET,
+    SDXL_UNET,
+    faceid_state_dict,
+    flat,
+    kohya_lora_state_dict,
+    layout_from_unet_config,
+    write_bin,
+    write_safetensors,
+)
 
-SD15_LAYERS = F.layout_from_unet_config(F.SD15_UNET)
-SDXL_LAYERS = F.layout_from_unet_config(F.SDXL_UNET)
+SD15_LAYERS = layout_from_unet_config(SD15_UNET)
+SDXL_LAYERS = layout_from_unet_config(SDXL_UNET)
 TINY_CFG = {"model_channels": 32, "channel_mult": [1, 2, 2], "num_res_blocks": [1, 1, 1],
             "transformer_depth": [1, 1, 0], "transformer_depth_middle": 1,
             "transformer_depth_output": [1, 1, 1, 1, 0, 0], "context_dim": 48}
-TINY_LAYERS = F.layout_from_unet_config(TINY_CFG)
+TINY_LAYERS = layout_from_unet_config(TINY_CFG)
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +90,7 @@ def test_layout_from_shapes_ignores_other_weights_and_keeps_order():
 
 
 def consumed_keys(weights: F.FaceIDWeights, layers) -> set[str]:
-    keys = {f"image_proj.{k}" for k in F._IMAGE_PROJ_KEYS}
+    keys = {f"image_proj.{k}" for k in IMAGE_PROJ_KEYS}
     for la in layers:
         if la.attn == "attn2":
             keys |= {f"ip_adapter.{la.processor}.to_k_ip.weight", f"ip_adapter.{la.processor}.to_v_ip.weight"}

@@ -13,10 +13,13 @@ import torch
 
 from faceanon import faceid as CF
 from tests.faceid_files import (
+    SD15_UNET,
+    SDXL_UNET,
     diffusers_attention_paths,
     faceid_state_dict,
     layers_of,
     kohya_lora_state_dict,
+    layout_from_unet_config,
     write_bin,
     write_safetensors,
 )
@@ -404,9 +407,9 @@ def full_size(host):
                                                  "use_temporal_attention")}
     out = {}
     for family, cfg, cls, base in (
-            ("SD1.5", dict(CF.SD15_UNET, adm_in_channels=None, use_linear_in_transformer=False, num_heads=8,
+            ("SD1.5", dict(SD15_UNET, adm_in_channels=None, use_linear_in_transformer=False, num_heads=8,
                            num_head_channels=-1), comfy.supported_models.SD15, comfy.model_base.BaseModel),
-            ("SDXL", dict(CF.SDXL_UNET, adm_in_channels=2816, num_classes="sequential",
+            ("SDXL", dict(SDXL_UNET, adm_in_channels=2816, num_classes="sequential",
                           use_linear_in_transformer=True, num_heads=-1, num_head_channels=64),
              comfy.supported_models.SDXL, comfy.model_base.SDXL)):
         model = base(cls(dict(common, **cfg)), device=torch.device("meta"))
@@ -415,7 +418,7 @@ def full_size(host):
 
 
 def _meta_adapter(ida, family):
-    layers = CF.layout_from_unet_config(CF.SD15_UNET if family == "SD1.5" else CF.SDXL_UNET)
+    layers = layout_from_unet_config(SD15_UNET if family == "SD1.5" else SDXL_UNET)
     name = {"SD1.5": "ip-adapter-faceid_sd15.bin", "SDXL": "ip-adapter-faceid_sdxl.bin"}[family]
     weights = ida.faceid.faceid_from_state_dict(faceid_state_dict(layers, device="meta"), name)
     return ida.LoadedIDAdapter(weights)
@@ -470,12 +473,12 @@ def graph_files(host):
     from tests.tiny_models import SD15_SHALLOW_UNET
 
     ckpt = ensure_tiny_sd15_checkpoint(host)
-    layers = CF.layout_from_unet_config(SD15_SHALLOW_UNET)
+    layers = layout_from_unet_config(SD15_SHALLOW_UNET)
     folder = host.models_dir / "ipadapter"
     write_bin(faceid_state_dict(layers, rank=16, dtype=torch.float16, seed=2), folder / "faceanon_tiny_faceid.bin")
     write_safetensors(faceid_state_dict(layers, rank=16, dtype=torch.float16, seed=2),
                       folder / "faceanon_tiny_faceid.safetensors")
-    write_bin(faceid_state_dict(CF.layout_from_unet_config(CF.SD15_UNET), seed=4),
+    write_bin(faceid_state_dict(layout_from_unet_config(SD15_UNET), seed=4),
               folder / "ip-adapter-faceid_sd15.bin")
     (folder / "faceanon_broken.bin").write_bytes(b"PK\x03\x04 this is not a complete zip")
     return ckpt

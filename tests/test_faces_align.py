@@ -240,7 +240,7 @@ def landmark_faces(astronaut, tmp_path_factory):
     """The astronaut with 106 landmarks from the (synthesized) 2d106det model run by insightface."""
     pytest.importorskip("onnx")
     pytest.importorskip("insightface")
-    from faceanon.faces.analysis import _landmarks
+    from faceanon.faces.detection import _landmarks
     from faceanon.faces._image import to_bgr_uint8
     from tests.onnx_packs import write_pack
 

@@ -17,7 +17,7 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("insightface")
 
 from faceanon import faces as F  # noqa: E402, N812
-from faceanon.faces import analysis as A  # noqa: E402, N812
+from faceanon.faces import detection, loading, runtime  # noqa: E402
 from tests.onnx_packs import PACK_FILES, draw_face, expected_kps, write_pack  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
@@ -152,7 +152,8 @@ def test_side_by_side_onnxruntime_is_detected_and_explained(pack_root, monkeypat
     assert "onnxruntime 1.20.1, onnxruntime-gpu 1.20.1" in msg
     assert "pip uninstall -y onnxruntime onnxruntime-gpu" in msg and "pip install onnxruntime-gpu" in msg
     assert F.runtime_conflict([("onnxruntime", "1.20.1")]) is None
-    monkeypatch.setattr(A, "onnxruntime_distributions", lambda: dists)
+    monkeypatch.setattr(runtime, "onnxruntime_distributions", lambda: dists)  # choose_providers' lookup
+    monkeypatch.setattr(loading, "onnxruntime_distributions", lambda: dists)  # load_face_analysis' lookup
     a = F.load_face_analysis("buffalo_l", [pack_root])
     assert a.warnings and "side by side" in a.describe()
     with pytest.raises(F.FaceModelError, match="side by side"):
@@ -162,9 +163,9 @@ def test_side_by_side_onnxruntime_is_detected_and_explained(pack_root, monkeypat
 def test_which_distributions_count_as_onnxruntime():
     for name in ("onnxruntime", "onnxruntime-gpu", "onnxruntime_gpu", "onnxruntime-directml", "onnxruntime-rocm",
                  "onnxruntime-openvino", "onnxruntime-silicon", "ort-nightly-gpu", "ONNXRuntime-GPU"):
-        assert A.is_runtime_distribution(name), name
+        assert runtime.is_runtime_distribution(name), name
     for name in ("onnxruntime-extensions", "onnxruntime-genai", "onnxruntime-ep-openvino", "onnx", "insightface"):
-        assert not A.is_runtime_distribution(name), name
+        assert not runtime.is_runtime_distribution(name), name
 
 
 def test_installed_onnxruntime_is_a_single_distribution():
@@ -241,7 +242,7 @@ def test_scan_plan():
     assert [p.kind for p in F.scan_plan(1024, 1024, 640, 24)] == ["global", "coarse"]
     assert tiles(F.scan_plan(4096, 4096, 640, 24)) == 25
     assert tiles(F.scan_plan(4096, 4096, 640, 200)) == 0
-    assert tiles(F.scan_plan(20000, 20000, 640, 4)) <= A.MAX_TILES
+    assert tiles(F.scan_plan(20000, 20000, 640, 4)) <= detection.MAX_TILES
     assert [p.kind for p in F.scan_plan(1, 1, 640, 24)] == ["global", "coarse"]
     for h, w in ((4096, 4096), (3000, 8000), (700, 5000), (9000, 9000)):
         plan = F.scan_plan(h, w, 640, 24)
@@ -256,7 +257,7 @@ def test_scan_plan():
             if p.kind == "tiles":
                 # any face the next coarser pass is too coarse for fits whole into some tile
                 coarser = scales[scales.index(p.scale) + 1]
-                missed = A.DETECTOR_MIN_FACE * p.scale / coarser
+                missed = detection.DETECTOR_MIN_FACE * p.scale / coarser
                 for axis in (0, 1):
                     starts = sorted({t[axis] for t in p.tiles})
                     for a, b in zip(starts, starts[1:], strict=False):

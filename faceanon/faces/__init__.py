@@ -19,26 +19,12 @@ without a face either raise NoFaceError or are listed in `Faces.missing` (and ev
 """
 
 from .align import COLOR_MATCH, MASK_SPACE, PADDING, crop_faces, crop_transform, ffhq_frame, paste_faces
-from .analysis import (
-    IDENTITY_COMBINE,
-    IDENTITY_SELECT,
-    IF_NO_FACE,
-    KNOWN_PACKS,
-    PROVIDERS,
-    FaceAnalysis,
-    FaceModelError,
-    NoFaceError,
-    choose_providers,
-    detect,
-    embed_faces,
-    face_identity,
-    find_pack,
-    list_packs,
-    load_face_analysis,
-    onnxruntime_distributions,
-    runtime_conflict,
-    scan_plan,
-)
+from .detection import IF_NO_FACE, detect, scan_plan
+from .errors import FaceModelError, NoFaceError
+from .identity import IDENTITY_COMBINE, IDENTITY_SELECT, embed_faces, face_identity
+from .loading import FaceAnalysis, load_face_analysis
+from .packs import KNOWN_PACKS, find_pack, list_packs
+from .runtime import PROVIDERS, choose_providers, onnxruntime_distributions, runtime_conflict
 from .preview import draw_faces
 from .regions import COORDINATES, MODES, REGIONS, parse_regions, region_mask, region_polygons
 from .types import ORDERS, Face, FaceCrops, Faces, Identity
