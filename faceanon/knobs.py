@@ -94,6 +94,26 @@ KNOBS: dict[str, Knob] = {
     "min_face_size": Knob(int, 24, "Smallest face to find, in pixels (longer box side). Large photos are scanned in "
                                    "tiles so faces this small are found; smaller detections are ignored (and "
                                    "counted in the report). Smaller values scan more tiles.", 4, 4096, 1),
+    # video: tracking (faceanon.tracking), who to anonymize (faceanon.reference), chunks (faceanon.video)
+    "detect_every": Knob(int, 1, "Run the detector on every k-th frame only (and on each shot's first and last "
+                                 "frame); the frames between are interpolated. Where a track starts, ends or is "
+                                 "lost, the skipped frames next to it are detected too. 1 = every frame (safest).",
+                         1, 30, 1),
+    "max_gap": Knob(int, 8, "Interpolation window: a face missed for at most this many frames inside a track is "
+                            "filled in (and anonymized); longer gaps are reported as LOST. Raised to "
+                            "detect_every - 1 when smaller.", 0, 120, 1),
+    "scene_cut": Knob(float, 0.5, "Colour-histogram change between consecutive frames that counts as a scene cut "
+                                  "(a cut ends every track). Lower finds more cuts; 1 = never cut.", 0.05, 1.0, 0.01),
+    "smoothing": Knob(float, 0.5, "Smoothing of boxes and keypoints along each track (zero-lag One-Euro filter): "
+                                  "0 = raw detections, 1 = strongest.", 0.0, 1.0, 0.05),
+    "match_threshold": Knob(float, 0.4, "ArcFace cosine similarity a face needs to count as a reference person "
+                                        "(same person: typically 0.5-0.8 with buffalo_l; different people: below "
+                                        "0.3).", 0.1, 0.95, 0.01),
+    "min_votes": Knob(float, 0.5, "Fraction of a track's detected faces that must match the same reference person "
+                                  "for the track to be that person; fewer votes = undecided = anonymized.",
+                      0.05, 1.0, 0.05),
+    "chunk_frames": Knob(int, 16, "Frames anonymized at a time: bounds memory on long clips (only one chunk's faces "
+                                  "are encoded and sampled at once); no effect on the result.", 1, 4096, 1),
 }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from ..faceanon import faces as F  # noqa: N812
 from ..faceanon.faces._image import as_bhwc
 from .faces import progress_callback
+from .knobs import knob_input
 from .types import FaceAnalysis, Identity, io
 
 COMBINE = {"one person per photo": "batch", "all photos show one person": "average"}
@@ -57,10 +58,8 @@ class FaceAnonReferenceFaces(io.ComfyNode):
                 io.Combo.Input("combine", options=list(COMBINE), default="one person per photo",
                                tooltip="one person per photo = one identity per photo (several people); all "
                                        "photos show one person = their average (one identity, more robust)"),
-                io.Float.Input("threshold", default=0.5, min=0.05, max=0.95, step=0.01,
-                               tooltip="Detector score threshold"),
-                io.Int.Input("min_face_size", default=24, min=4, max=4096,
-                             tooltip="Smallest face to find, in pixels"),
+                knob_input("detection_threshold", "threshold"),
+                knob_input("min_face_size"),
             ],
             outputs=[Identity.Output(display_name="references"), io.Image.Output(display_name="preview"),
                      io.String.Output(display_name="report")],

@@ -14,6 +14,7 @@ from ..faceanon import faces as F  # noqa: N812
 from ..faceanon.faces._image import as_bhwc
 from ..faceanon.tracking import track_video
 from .faces import progress_callback
+from .knobs import knob_input
 from .types import FaceAnalysis, Tracks, io
 
 logger = logging.getLogger(__name__)
@@ -74,25 +75,12 @@ class FaceAnonTrackFaces(io.ComfyNode):
             inputs=[
                 FaceAnalysis.Input("face_analysis"),
                 io.Image.Input("image", tooltip="The clip's frames, in order (e.g. Get Video Components' images)."),
-                io.Float.Input("threshold", default=0.5, min=0.05, max=0.95, step=0.01,
-                               tooltip="Detector score threshold: lower finds more (and more false) faces"),
-                io.Int.Input("min_face_size", default=24, min=4, max=4096,
-                             tooltip="Smallest face to find, in pixels (longer box side)"),
-                io.Int.Input("detect_every", default=1, min=1, max=30,
-                             tooltip="Run the detector on every k-th frame only (and on each shot's first and "
-                                     "last frame); the frames between are interpolated. Where a track starts, "
-                                     "ends or is lost, the skipped frames next to it are detected too. 1 = every "
-                                     "frame (safest)"),
-                io.Int.Input("max_gap", default=8, min=0, max=120,
-                             tooltip="Interpolation window: a face missed for at most this many frames inside a "
-                                     "track is filled in (and anonymized); longer gaps are reported as LOST. "
-                                     "Raised to detect_every - 1 when smaller"),
-                io.Float.Input("scene_cut", default=0.5, min=0.05, max=1.0, step=0.01,
-                               tooltip="Colour-histogram change between consecutive frames that counts as a scene "
-                                       "cut (a cut ends every track). Lower finds more cuts; 1 = never cut"),
-                io.Float.Input("smoothing", default=0.5, min=0.0, max=1.0, step=0.05,
-                               tooltip="Smoothing of boxes and keypoints along each track (zero-lag One-Euro "
-                                       "filter): 0 = raw detections, 1 = strongest"),
+                knob_input("detection_threshold", "threshold"),
+                knob_input("min_face_size"),
+                knob_input("detect_every"),
+                knob_input("max_gap"),
+                knob_input("scene_cut"),
+                knob_input("smoothing"),
             ],
             outputs=[
                 Tracks.Output(display_name="tracks"),

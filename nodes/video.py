@@ -25,6 +25,7 @@ from ..faceanon.tracking import Track, Tracks
 from ..faceanon.video import FALLBACKS, TrackPlan, anonymize_tracks, format_video_report
 from .anonymize import KEEP_CHOICES, FaceAnonymize, anonymize, face_seed
 from .faces import progress_callback
+from .knobs import knob_input
 from .types import Identity, Tracks as TracksType, io
 
 logger = logging.getLogger(__name__)
@@ -123,19 +124,12 @@ class FaceAnonAnonymizePeople(io.ComfyNode):
                 io.Combo.Input("policy", options=list(POLICIES), default=EVERYONE,
                                tooltip="everyone; everyone except the reference people (they keep their face, bit "
                                        "for bit); only the reference people. Undecided matches are anonymized"),
-                io.Float.Input("match_threshold", default=0.4, min=0.1, max=0.95, step=0.01,
-                               tooltip="ArcFace cosine similarity a face needs to count as a reference person "
-                                       "(same person: typically 0.5-0.8 with buffalo_l; different people: below "
-                                       "0.3)"),
-                io.Float.Input("min_votes", default=0.5, min=0.05, max=1.0, step=0.05,
-                               tooltip="Fraction of a track's detected faces that must match the same reference "
-                                       "person for the track to be that person"),
+                knob_input("match_threshold"),
+                knob_input("min_votes"),
                 io.Combo.Input("fallback", options=list(FALLBACKS), default="stop",
                                tooltip="A face that could not be anonymized: stop the run with an error, or blur "
                                        "its box strongly (reported per frame). Never passed through"),
-                io.Int.Input("chunk_frames", default=16, min=1, max=4096,
-                             tooltip="Frames anonymized at a time: bounds memory on long clips (only one chunk's "
-                                     "faces are encoded and sampled at once); no effect on the result"),
+                knob_input("chunk_frames"),
                 shared["attribute_prompt"], shared["threshold"], shared["min_face_size"],
             ],
             outputs=[

@@ -194,3 +194,19 @@ def test_bad_input_is_refused():
         track_faces([face], 3, image_size=(10, 10))
     with pytest.raises(ValueError, match="detect_every"):
         keyframes(10, 0)
+
+
+def test_function_defaults_are_the_knob_table_defaults():
+    """The node widgets read faceanon/knobs.py; the host-free functions must default to the same values."""
+    import inspect
+
+    from faceanon.knobs import KNOBS
+    from faceanon.reference import match_track
+    from faceanon.video import anonymize_tracks
+
+    defaults = {name: p.default for fn in (track_video, track_faces, match_track, anonymize_tracks)
+                for name, p in inspect.signature(fn).parameters.items() if p.default is not inspect.Parameter.empty}
+    defaults["scene_cut"] = inspect.signature(scene_cuts).parameters["threshold"].default
+    defaults["match_threshold"] = inspect.signature(match_track).parameters["threshold"].default
+    for name in ("detect_every", "max_gap", "scene_cut", "smoothing", "match_threshold", "min_votes", "chunk_frames"):
+        assert defaults[name] == KNOBS[name].default, name
