@@ -44,7 +44,28 @@ def write_photos(input_dir: Path) -> dict[str, Path]:
         if not path.exists():
             Image.fromarray(face_photo(size, faces, seed)).save(path)
         out[name] = path
+    out.update(write_video_inputs(input_dir))
     return out
+
+
+VIDEO_FRAMES = 3  # the video workflows' clip: two people walking, 3 frames (each face of each frame is rendered)
+
+
+def write_video_inputs(input_dir: Path) -> dict[str, Path]:
+    """`people_walking.mp4` (two people, 3 frames at 8 fps, stereo sound) and `reference_person.png` (the first of
+    them), the video workflows' default inputs; built from scikit-image photos (tests/video_clips.py)."""
+    from PIL import Image
+
+    from tests.video_clips import Person, render, write_video
+
+    video, photo = input_dir / "people_walking.mp4", input_dir / "reference_person.png"
+    if not video.exists():
+        shot = [[Person("astronaut", (50 + 5 * i, 64), 52), Person("camera", (150 - 4 * i, 70), 48)]
+                for i in range(VIDEO_FRAMES)]
+        write_video(video, render([("astronaut", shot)], (128, 208)), fps=8.0)
+    if not photo.exists():
+        Image.fromarray(render([("coffee", [[Person("astronaut", (80, 64), 80)]])], (128, 160))[0]).save(photo)
+    return {video.name: video, photo.name: photo}
 
 
 def write_face_pack(models_dir: Path, name: str = "buffalo_l") -> Path:
