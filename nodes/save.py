@@ -31,6 +31,20 @@ logger = logging.getLogger(__name__)
 CATEGORY = "FaceAnon/privacy"
 
 
+def output_location(filename_prefix: str, folder_type: str, width: int, height: int) -> tuple[str, str, int, str]:
+    """(folder, file name stem, counter, subfolder) for a new file in ComfyUI's output or temp folder (created)."""
+    root = folder_paths.get_output_directory() if folder_type == "output" else folder_paths.get_temp_directory()
+    # core's helper: subfolders in the prefix, %date% variables, refuses paths outside the folder
+    folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix, root, width, height)
+    os.makedirs(folder, exist_ok=True)
+    return folder, name, counter, subfolder
+
+
+def to_uint8(image) -> np.ndarray:
+    """One IMAGE [H, W, C] float 0..1 -> H x W x 3 uint8 (rounded, clipped)."""
+    return np.clip(255.0 * image[..., :3].detach().cpu().float().numpy(), 0, 255).round().astype(np.uint8)
+
+
 def save_plain_pngs(images, filename_prefix: str, folder_type: str, compress_level: int) -> list[dict]:
     """Write each image of the batch as `<prefix>_<counter>_.png` (core's naming) with no text chunks.
 
@@ -38,14 +52,11 @@ def save_plain_pngs(images, filename_prefix: str, folder_type: str, compress_lev
     """
     if images is None or len(images) == 0:
         raise ValueError("FaceAnon save: got an empty image batch; connect an IMAGE with at least one image")
-    root = folder_paths.get_output_directory() if folder_type == "output" else folder_paths.get_temp_directory()
-    # core's helper: subfolders in the prefix, %date% variables, refuses paths outside the folder
-    folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(
-        filename_prefix, root, images[0].shape[1], images[0].shape[0])
-    os.makedirs(folder, exist_ok=True)
+    folder, name, counter, subfolder = output_location(filename_prefix, folder_type, images[0].shape[1],
+                                                       images[0].shape[0])
     results = []
     for batch_number, image in enumerate(images):
-        pixels = np.clip(255.0 * image[..., :3].detach().cpu().float().numpy(), 0, 255).round().astype(np.uint8)
+        pixels = to_uint8(image)
         file = f"{name.replace('%batch_num%', str(batch_number))}_{counter:05}_.png"
         # no `pnginfo`: PIL writes IHDR, IDAT and IEND only (no tEXt / iTXt / zTXt, no EXIF)
         Image.fromarray(pixels).save(os.path.join(folder, file), compress_level=compress_level)
@@ -141,7 +152,7 @@ def write_mp4(path: str, images, frame_rate, audio=None, crf: int = 19) -> dict:
                 waveform, layout = waveform[:2], "stereo"
             sound = out.add_stream("aac", rate=int(audio["sample_rate"]), layout=layout)
         for frame in images:
-            pixels = np.clip(255.0 * frame[..., :3].detach().cpu().float().numpy(), 0, 255).round().astype(np.uint8)
+            pixels = to_uint8(frame)
             if (ph, pw) != (h, w):
                 pixels = np.pad(pixels, ((0, ph - h), (0, pw - w), (0, 0)), mode="edge")
             for packet in video.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24").reformat(format="yuv420p")):
@@ -188,10 +199,8 @@ class FaceAnonSaveVideo(io.ComfyNode):
     @classmethod
     def execute(cls, video, filename_prefix="faceanon/anonymized_video", crf=19):
         parts = video.get_components()
-        h, w = int(parts.images.shape[1]), int(parts.images.shape[2])
-        folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(
-            filename_prefix, folder_paths.get_output_directory(), w, h)
-        os.makedirs(folder, exist_ok=True)
+        folder, name, counter, subfolder = output_location(filename_prefix, "output", int(parts.images.shape[2]),
+                                                           int(parts.images.shape[1]))
         file = f"{name}_{counter:05}_.mp4"
         info = write_mp4(os.path.join(folder, file), parts.images, parts.frame_rate, parts.audio, crf)
         logger.info("FaceAnon: saved %s without metadata (%s)", file, info)

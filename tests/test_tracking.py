@@ -210,3 +210,17 @@ def test_function_defaults_are_the_knob_table_defaults():
     defaults["match_threshold"] = inspect.signature(match_track).parameters["threshold"].default
     for name in ("detect_every", "max_gap", "scene_cut", "smoothing", "match_threshold", "min_votes", "chunk_frames"):
         assert defaults[name] == KNOBS[name].default, name
+
+
+def test_preview_colours_and_labels_follow_the_track(clip, detections):
+    """draw_faces with per-face labels and colours (what Track Faces' preview passes): one colour per track."""
+    from faceanon.faces.preview import _COLORS
+
+    frames, _ = clip
+    tracks = track_faces(detections, len(frames), cuts=[14], max_gap=2)
+    faces, ids = tracks.faces(frames=[0, 6])
+    preview = F.draw_faces(frames[[0, 6]], faces, labels=[f"T{i}" for i in ids], colors=ids)
+    for face, tid in zip(faces, ids, strict=True):
+        x1, y1, x2, y2 = (int(v) for v in face.box)
+        row = preview[face.image_index, (y1 + y2) // 2, max(x1 - 1, 0):x1 + 2].numpy() * 255
+        assert any(np.abs(px - _COLORS[tid % len(_COLORS)]).max() <= 1 for px in row), (tid, row)
