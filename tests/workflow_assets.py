@@ -48,11 +48,11 @@ def write_photos(input_dir: Path) -> dict[str, Path]:
     return out
 
 
-VIDEO_FRAMES = 3  # the video workflows' clip: two people walking, 3 frames (each face of each frame is rendered)
+VIDEO_FRAMES = 2  # the video workflows' clip: two people walking, 2 frames (each face of each frame is rendered)
 
 
 def write_video_inputs(input_dir: Path) -> dict[str, Path]:
-    """`people_walking.mp4` (two people, 3 frames at 8 fps, stereo sound) and `reference_person.png` (the first of
+    """`people_walking.mp4` (two people, 2 frames at 8 fps, stereo sound) and `reference_person.png` (the first of
     them), the video workflows' default inputs; built from scikit-image photos (tests/video_clips.py)."""
     from PIL import Image
 
