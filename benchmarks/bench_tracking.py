@@ -71,7 +71,7 @@ def main(argv=None) -> int:
         n = len(frames)
 
         def detect(indices):
-            found = F.detect(analysis, frames[indices], if_no_face="flag and pass through")
+            found = F.detect(analysis, frames[indices], if_no_face=F.IfNoFace.FLAG)
             return [replace(f, image_index=indices[f.image_index]) for f in found]
 
         detections = detect(list(range(n)))  # warm-up, and the input of "tracking only"

@@ -19,7 +19,7 @@ import comfy.utils
 import latent_preview
 import torch
 
-from ..faceanon import inversion as core
+from ..faceanon import inversion as edit_inversion
 from ..faceanon.schedules import inversion_sigmas
 from .id_adapter import with_branch_identities
 from .knobs import knob_input
@@ -36,7 +36,7 @@ class InvertedLatent:
     inversion's start latent when `latent_image` is the LATENT that was inverted.
     """
 
-    core: core.Inversion
+    core: edit_inversion.Inversion
     start_noise: torch.Tensor
     seed: int
     prediction: str
@@ -69,7 +69,7 @@ def prediction_type(model) -> str:
     raise ValueError(f"unsupported model sampling {type(ms).__name__}: FaceAnon supports EPS and V-prediction models")
 
 
-def _start_noise(model, latent: torch.Tensor, inv: core.Inversion) -> torch.Tensor:
+def _start_noise(model, latent: torch.Tensor, inv: edit_inversion.Inversion) -> torch.Tensor:
     """NOISE such that KSAMPLER's noise_scaling(sigmas[0], noise, process_latent_in(latent)) == inv.x_start."""
     ms = model.get_model_object("model_sampling")
     sigma0 = float(inv.sigmas[0])
@@ -94,8 +94,8 @@ def invert_latent(model, positive, negative, latent: dict, solver: str, steps: i
     generator = torch.Generator("cpu").manual_seed(seed)
 
     def run(denoiser, x, sigmas, extra_args=None, callback=None, disable=None):
-        out["inversion"] = core.invert(denoiser, x, sigmas, extra_args, callback, disable, solver=solver, eta=eta,
-                                       generator=generator)
+        out["inversion"] = edit_inversion.invert(denoiser, x, sigmas, extra_args, callback, disable, solver=solver,
+                                                 eta=eta, generator=generator)
         return out["inversion"].x_start.to(x.device, x.dtype)
 
     progress = latent_preview.prepare_callback(model, steps)
@@ -129,8 +129,8 @@ class InversionNoise:
 
 def replay_sampler(inverted: InvertedLatent, keep_final_residual: bool) -> comfy.samplers.KSAMPLER:
     """A SAMPLER that replays the inversion's noise maps with whatever guider it is given."""
-    return comfy.samplers.KSAMPLER(core.sample_replay, extra_options={
-        "inversion": inverted.core, "keep_final_residual": keep_final_residual})
+    return comfy.samplers.KSAMPLER(edit_inversion.sample_replay, extra_options={
+                  "inversion": inverted.core, "keep_final_residual": keep_final_residual})
 
 
 FINAL_STEP = {

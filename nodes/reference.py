@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ..faceanon import faces as F  # noqa: N812
 from ..faceanon.faces._image import as_bhwc
-from .faces import progress_callback
+from .faces import progress_callback, ui_payload
 from .knobs import knob_input
 from .types import FaceAnalysis, Identity, io
 
@@ -21,7 +21,7 @@ def reference_identities(analysis, photos, combine: str = "one person per photo"
     """(Identity [R, 512], faces, report). Raises when a photo has no face or the pack has no recognizer."""
     photos = as_bhwc(photos, "Reference Faces: image")
     faces = F.detect(analysis, photos, threshold=threshold, min_face_size=min_face_size,
-                     if_no_face="flag and pass through", progress=tick)
+                     if_no_face=F.IfNoFace.FLAG, progress=tick)
     if faces.missing:
         raise ValueError(
             f"Reference Faces: no face found in reference photo(s) {', '.join(map(str, faces.missing))} of "
@@ -70,7 +70,7 @@ class FaceAnonReferenceFaces(io.ComfyNode):
         ident, faces, report = reference_identities(face_analysis, image, combine, threshold, min_face_size,
                                                     progress_callback(int(image.shape[0]) if image.ndim == 4 else 1))
         preview = F.draw_faces(image, faces)
-        return io.NodeOutput(ident, preview, report, ui={"text": [report]})
+        return io.NodeOutput(ident, preview, report, ui=ui_payload(report, {"references": len(ident)}))
 
 
 NODES = [FaceAnonReferenceFaces]

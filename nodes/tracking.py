@@ -13,7 +13,7 @@ from dataclasses import replace
 from ..faceanon import faces as F  # noqa: N812
 from ..faceanon.faces._image import as_bhwc
 from ..faceanon.tracking import track_video
-from .faces import progress_callback
+from .faces import progress_callback, ui_payload
 from .knobs import knob_input
 from .types import FaceAnalysis, Tracks, io
 
@@ -28,7 +28,7 @@ def detector(analysis, frames, threshold: float, min_face_size: float, tick=None
 
     def detect(indices: list[int]):
         found = F.detect(analysis, frames[indices], threshold=threshold, min_face_size=min_face_size,
-                         if_no_face="flag and pass through")
+                         if_no_face=F.IfNoFace.FLAG)
         done.extend(indices)
         if tick is not None:
             tick(len(done), len(frames))
@@ -97,7 +97,9 @@ class FaceAnonTrackFaces(io.ComfyNode):
         tracks = track_clip(face_analysis, image, threshold, min_face_size, detect_every, max_gap, scene_cut,
                             smoothing, tick=progress_callback(n))
         report = tracks.report
-        return io.NodeOutput(tracks, draw_tracks(image, tracks), report, len(tracks), ui={"text": [report]})
+        fields = {"frames": tracks.frame_count, "cuts": list(tracks.cuts), "observed": len(tracks.observed),
+                  "tracks": tracks.summary()}
+        return io.NodeOutput(tracks, draw_tracks(image, tracks), report, len(tracks), ui=ui_payload(report, fields))
 
 
 NODES = [FaceAnonTrackFaces]

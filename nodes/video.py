@@ -13,7 +13,6 @@ gets the user's fallback (a strong blur of its box), never a silent pass-through
 
 from __future__ import annotations
 
-import json
 import logging
 
 import comfy.model_management
@@ -24,7 +23,7 @@ from ..faceanon.reference import EVERYONE, POLICIES, match_track, reference_matr
 from ..faceanon.tracking import Track, Tracks
 from ..faceanon.video import FALLBACKS, TrackPlan, anonymize_tracks, format_video_report
 from .anonymize import KEEP_CHOICES, FaceAnonymize, anonymize, face_seed
-from .faces import progress_callback
+from .faces import IF_NO_FACE, progress_callback, ui_payload
 from .knobs import knob_input
 from .types import Identity, Tracks as TracksType, io
 
@@ -68,7 +67,8 @@ def plan_tracks(tracks: Tracks, policy: str, references=None, match_threshold: f
 
 def anonymize_people(image, model, clip, vae, face_analysis, id_adapter, settings, seed, keep=(), tracks=None,
                      references=None, policy=EVERYONE, match_threshold=0.4, min_votes=0.5, fallback="stop",
-                     chunk_frames=16, attribute=None, threshold=0.5, min_face_size=24, if_no_face="error"):
+                     chunk_frames=16, attribute=None, threshold=0.5, min_face_size=24,
+                     if_no_face=F.IfNoFace.ERROR):
     """(frames, changed, report dict): see the module docstring."""
     notes = []
     if tracks is None:
@@ -150,10 +150,9 @@ class FaceAnonAnonymizePeople(io.ComfyNode):
         out, changed, report = anonymize_people(
             image, model, clip, vae, face_analysis, id_adapter, settings, seed, KEEP_CHOICES[keep], tracks,
             references, policy, match_threshold, min_votes, fallback, chunk_frames, attribute_prompt, threshold,
-            min_face_size, if_no_face)
+            min_face_size, IF_NO_FACE[if_no_face])
         text = "\n".join([format_video_report(report), *report["notes"]])
-        ui = {"text": [text], "faceanon_report": [json.dumps(report)]}
-        return io.NodeOutput(out, changed, text, ui=ui)
+        return io.NodeOutput(out, changed, text, ui=ui_payload(text, report))
 
 
 NODES = [FaceAnonAnonymizePeople]

@@ -32,7 +32,7 @@ def clip():
 @pytest.fixture(scope="module")
 def detections(analysis, clip):
     frames, _ = clip
-    return F.detect(analysis, frames, if_no_face="flag and pass through")
+    return F.detect(analysis, frames, if_no_face=F.IfNoFace.FLAG)
 
 
 def person_of(face: Face, people) -> str:
@@ -45,7 +45,7 @@ def person_of(face: Face, people) -> str:
 def detector(analysis, frames, calls):
     def detect(indices):
         calls.append(list(indices))
-        found = F.detect(analysis, frames[indices], if_no_face="flag and pass through")
+        found = F.detect(analysis, frames[indices], if_no_face=F.IfNoFace.FLAG)
         return [replace(f, image_index=indices[f.image_index]) for f in found]
     return detect
 

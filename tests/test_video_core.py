@@ -25,7 +25,7 @@ def clip(tmp_path_factory):
     analysis = F.load_face_analysis("buffalo_l", [str(root)], provider="CPU")
     frames, truth = standard_clip()
     frames = torch.from_numpy(frames).float() / 255.0
-    faces = F.detect(analysis, frames, if_no_face="flag and pass through")
+    faces = F.detect(analysis, frames, if_no_face=F.IfNoFace.FLAG)
     return frames, truth, track_faces(faces, len(frames), cuts=[14], max_gap=2)
 
 

@@ -42,18 +42,19 @@ from .layers import (
 )
 from .lora import LoraPair, processor_lora_pairs, split_lora_pairs
 from .modules import (
+    CastWeights,
     FaceIDAdapterModule,
     FaceIDProjection,
     decoupled_attention,
     ip_attention_term,
     percent_window_active,
 )
-from .tokens import IdentityProjector, as_embeddings
+from .tokens import BranchIdentities, IdentityProjector, as_embeddings
 
 __all__ = [
     "FACEID_FILE_FOR", "ID_DIM", "KNOWN_LAYOUTS", "LORA_PROJECTIONS", "PROJ_HIDDEN",
-    "AttentionLayer", "FaceIDAdapterModule", "FaceIDFileError", "FaceIDInfo", "FaceIDMismatchError",
-    "FaceIDProjection", "FaceIDWeights", "IdentityProjector", "LoraPair",
+    "AttentionLayer", "BranchIdentities", "CastWeights", "FaceIDAdapterModule", "FaceIDFileError", "FaceIDInfo",
+    "FaceIDMismatchError", "FaceIDProjection", "FaceIDWeights", "IdentityProjector", "LoraPair",
     "as_embeddings", "check_compatible", "decoupled_attention", "describe_layout", "embedded_lora_targets",
     "faceid_from_state_dict", "inspect_faceid", "ip_attention_term", "layout_family", "layout_from_shapes",
     "load_faceid_file", "percent_window_active", "processor_lora_pairs", "processor_lora_targets", "read_state_dict",

@@ -57,6 +57,37 @@ class FaceIDAdapterModule(nn.Module):
         return k.to(device=device, dtype=dtype), v.to(device=device, dtype=dtype)
 
 
+class CastWeights:
+    """Every processor's ``to_k_ip`` / ``to_v_ip`` in the dtype and on the device the UNet computes in, converted once
+    per run: the published files are fp16, and an fp32 or bf16 UNet would otherwise convert them at every call.
+
+    One target (device, dtype) at a time: a call for another target drops the converted copies, and `clear` (called
+    when ComfyUI moves the model) frees them. Weights already of the target's dtype and device are not copied.
+    """
+
+    def __init__(self, module: FaceIDAdapterModule):
+        self.module = module
+        self._target = None
+        self._kv: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def kv(self, processor: int, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        target = (torch.device(device), dtype)
+        if target != self._target:
+            self._kv.clear()
+            self._target = target
+        hit = self._kv.get(processor)
+        if hit is None:
+            hit = self._kv[processor] = self.module.kv(processor, device, dtype)
+        return hit
+
+    def clear(self) -> None:
+        self._kv.clear()
+        self._target = None
+
+    def __deepcopy__(self, memo):
+        return CastWeights(self.module)
+
+
 def decoupled_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int,
                         upcast: bool = False) -> torch.Tensor:
     """softmax(q k^T / sqrt(d)) v per head. q [B, Nq, heads*d], k/v [B, Nk, heads*d] -> [B, Nq, heads*d]."""

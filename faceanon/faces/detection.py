@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import enum
 import math
 import warnings
 from collections.abc import Callable, Sequence
@@ -27,7 +28,13 @@ DETECTOR_MIN_FACE = 16
 COARSE_SIZE = 128
 MAX_TILES = 256
 
-IF_NO_FACE = ("error", "flag and pass through")
+
+
+class IfNoFace(enum.Enum):
+    """What `detect` does with an image in which no face is found."""
+
+    ERROR = "error"  # raise NoFaceError naming every such image and what was tried
+    FLAG = "flag"  # list it in `Faces.missing` (and the report): passed through, flagged NOT anonymized
 
 
 @dataclass(frozen=True)
@@ -222,7 +229,7 @@ def detect(
     order: str = "largest first",
     landmarks: bool = True,
     embeddings: bool = True,
-    if_no_face: str = "error",
+    if_no_face: IfNoFace = IfNoFace.ERROR,
     progress: Callable[[int, int], None] | None = None,
 ) -> Faces:
     """Find every face of every image.
@@ -238,16 +245,19 @@ def detect(
         order: order of the faces within an image, one of `ORDERS`.
         landmarks: compute 106-point landmarks when the pack has the model.
         embeddings: compute the normalised ArcFace embedding of every face.
-        if_no_face: "error" raises NoFaceError naming every image without a face and what was tried;
-            "flag and pass through" records them in `Faces.missing` (and the report) instead.
+        if_no_face: `IfNoFace.ERROR` raises NoFaceError naming every image without a face and what was tried;
+            `IfNoFace.FLAG` records them in `Faces.missing` (and the report) instead.
         progress: called as progress(done_images, total_images) after each image (the node layer ticks its
             progress bar and checks for interruption there).
 
     Returns:
         Faces (image by image, each image's faces in `order`).
     """
-    if if_no_face not in IF_NO_FACE:
-        raise ValueError(f"if_no_face must be one of {IF_NO_FACE}, got {if_no_face!r}")
+    try:
+        if_no_face = IfNoFace(if_no_face)
+    except ValueError:
+        raise ValueError(f"if_no_face must be one of {', '.join(repr(p.value) for p in IfNoFace)} (IfNoFace), got "
+                         f"{if_no_face!r}") from None
     if order not in ORDERS:
         raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
     if not 0.0 < threshold < 1.0:
@@ -294,7 +304,7 @@ def detect(
         notes.append(note)
         if progress is not None:
             progress(i + 1, b)
-    if missing and if_no_face == "error":
+    if missing and if_no_face is IfNoFace.ERROR:
         raise NoFaceError(
             f"no face found in image(s) {', '.join(map(str, missing))} of the batch of {b} ({w}x{h}). Tried: "
             f"{analysis.files['detector'].name} of {analysis.name} at threshold {threshold:g}, min_face_size "
