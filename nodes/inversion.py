@@ -20,7 +20,7 @@ import latent_preview
 import torch
 
 from ..faceanon import inversion as core
-from ..faceanon.schedules import inversion_sigmas
+from ..faceanon.schedules import SPACING, inversion_sigmas
 from .id_adapter import with_branch_identities
 from .types import Inversion, io
 
@@ -32,13 +32,18 @@ class InvertedLatent:
     """What flows on a FACEANON_INVERSION socket: the core inversion plus what the host's sampler needs.
 
     `start_noise` is the NOISE that KSAMPLER's ``noise_scaling(sigmas[0], noise, latent)`` turns back into the
-    inversion's start latent when `latent_image` is the LATENT that was inverted.
+    inversion's start latent when `latent_image` is the LATENT that was inverted. `positive`, `negative` and `cfg` are
+    the conditioning the inversion's predictions were made with (null identity in both branches): the identity
+    guider's identity-free prediction uses exactly these.
     """
 
     core: core.Inversion
     start_noise: torch.Tensor
     seed: int
     prediction: str
+    positive: list | None = None
+    negative: list | None = None
+    cfg: float = 1.0
 
 
 def null_identity_model(model):
@@ -84,7 +89,7 @@ def invert_latent(model, positive, negative, latent: dict, solver: str, steps: i
     pred = prediction_type(model)
     model = null_identity_model(model)
     ms = model.get_model_object("model_sampling")
-    sigmas = inversion_sigmas(ms.sigmas, steps, skip)
+    sigmas = inversion_sigmas(ms.sigmas, steps, skip, SPACING[solver])
     samples = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
     guider = comfy.samplers.CFGGuider(model)
     guider.set_conds(positive, negative)
@@ -106,7 +111,8 @@ def invert_latent(model, positive, negative, latent: dict, solver: str, steps: i
     guider.sample(torch.zeros_like(samples), samples, comfy.samplers.KSAMPLER(run), sigmas, callback=callback,
                   disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
     inv = out["inversion"]
-    return InvertedLatent(core=inv, start_noise=_start_noise(model, samples, inv), seed=seed, prediction=pred)
+    return InvertedLatent(core=inv, start_noise=_start_noise(model, samples, inv), seed=seed, prediction=pred,
+                          positive=positive, negative=negative, cfg=float(cfg))
 
 
 class InversionNoise:
@@ -134,11 +140,13 @@ def replay_sampler(inverted: InvertedLatent, keep_final_residual: bool) -> comfy
 
 SOLVER_TOOLTIP = ("ddpm: edit-friendly DDPM inversion (NullFace). dpmpp_2m_sde: edit-friendly DPM-Solver++ 2M SDE "
                   "inversion (Reverse Personalization / LEDITS++). Replay uses the same solver.")
-SKIP_TOOLTIP = ("Fraction of the diffusion range left untouched: sampling starts at timestep round((1-skip)*1000)-1 "
-                "and runs `steps` steps down to the clean image. Higher keeps more of the photo. NullFace's 'skip 70 "
-                "of 100 steps' is skip 0.70 with steps 30; Reverse Personalization's 'skip 0.7' is skip 0.70 with "
-                "steps 100.")
-FINAL_STEP = {
+SKIP_TOOLTIP = ("Fraction of the schedule left untouched; higher keeps more of the photo. Each solver uses its "
+                "paper's timesteps. ddpm (NullFace): a round(steps/(1-skip))-step DDIM 'leading' schedule of which "
+                "the last `steps` are run: skip 0.70 with steps 30 is NullFace's '100 steps, T_skip 70' (timesteps "
+                "291, 281, ..., 1). dpmpp_2m_sde (Reverse Personalization): `steps` steps from timestep "
+                "round((1-skip)*1000)-1 down to 1 (skip 0.70, steps 100: 299 ... 1). Both end with a step to "
+                "timestep 0.")
+FINAL_STEP = {  # labels are saved in workflows: never rename them
     "drop residual (anonymize)": False,
     "keep residual (exact reconstruction)": True,
 }
@@ -216,10 +224,11 @@ class FaceAnonReplaySampler(io.ComfyNode):
             inputs=[
                 Inversion.Input("inversion"),
                 io.Combo.Input("final_step", options=list(FINAL_STEP), default="drop residual (anonymize)",
-                               tooltip="The last step goes to sigma 0 and has no noise map. 'drop' ends on the "
-                                       "model's own denoise (the papers; right for anonymization: the residual is a "
-                                       "faint copy of the original's finest detail). 'keep' adds the inversion's "
-                                       "residual back: exact reconstruction."),
+                               tooltip="The last step (to timestep 0). 'drop' zeroes its noise map and ends on "
+                                       "the solver's own step, as NullFace does. 'keep' injects it, as Reverse "
+                                       "Personalization does: the inversion lands exactly on the photo's latent "
+                                       "(exact reconstruction), and the last step carries a faint copy of the "
+                                       "original's finest detail."),
             ],
             outputs=[io.Sampler.Output()],
         )
