@@ -83,13 +83,19 @@ def _start_noise(model, latent: torch.Tensor, inv: core.Inversion) -> torch.Tens
     return ((inv.x_start - inv.x0) / scale).to(latent.dtype)
 
 
+def schedule_sigmas(model, solver: str, steps: int, skip: float) -> torch.Tensor:
+    """The model's sigmas at the timesteps of `solver`'s reference pipeline (faceanon.schedules)."""
+    if solver not in SPACING:
+        raise ValueError(f"solver must be one of {tuple(SPACING)}, got {solver!r}")
+    return inversion_sigmas(model.get_model_object("model_sampling").sigmas, steps, skip, SPACING[solver])
+
+
 def invert_latent(model, positive, negative, latent: dict, solver: str, steps: int, skip: float, eta: float,
                   cfg: float, seed: int) -> InvertedLatent:
     """Run the inversion through ComfyUI's own sampling machinery (guider, conds, hooks, model loading)."""
     pred = prediction_type(model)
     model = null_identity_model(model)
-    ms = model.get_model_object("model_sampling")
-    sigmas = inversion_sigmas(ms.sigmas, steps, skip, SPACING[solver])
+    sigmas = schedule_sigmas(model, solver, steps, skip)
     samples = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
     guider = comfy.samplers.CFGGuider(model)
     guider.set_conds(positive, negative)
