@@ -19,9 +19,10 @@ import comfy.utils
 import latent_preview
 import torch
 
-from ..faceanon import inversion as core
+from ..faceanon import inversion as edit_inversion
 from ..faceanon.schedules import SPACING, inversion_sigmas
 from .id_adapter import with_branch_identities
+from .knobs import knob_input
 from .types import Inversion, io
 
 logger = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ class InvertedLatent:
     guider's identity-free prediction uses exactly these.
     """
 
-    core: core.Inversion
+    core: edit_inversion.Inversion
     start_noise: torch.Tensor
     seed: int
     prediction: str
@@ -73,7 +74,7 @@ def prediction_type(model) -> str:
     raise ValueError(f"unsupported model sampling {type(ms).__name__}: FaceAnon supports EPS and V-prediction models")
 
 
-def _start_noise(model, latent: torch.Tensor, inv: core.Inversion) -> torch.Tensor:
+def _start_noise(model, latent: torch.Tensor, inv: edit_inversion.Inversion) -> torch.Tensor:
     """NOISE such that KSAMPLER's noise_scaling(sigmas[0], noise, process_latent_in(latent)) == inv.x_start."""
     ms = model.get_model_object("model_sampling")
     sigma0 = float(inv.sigmas[0])
@@ -104,8 +105,8 @@ def invert_latent(model, positive, negative, latent: dict, solver: str, steps: i
     generator = torch.Generator("cpu").manual_seed(seed)
 
     def run(denoiser, x, sigmas, extra_args=None, callback=None, disable=None):
-        out["inversion"] = core.invert(denoiser, x, sigmas, extra_args, callback, disable, solver=solver, eta=eta,
-                                       generator=generator)
+        out["inversion"] = edit_inversion.invert(denoiser, x, sigmas, extra_args, callback, disable, solver=solver,
+                                                 eta=eta, generator=generator)
         return out["inversion"].x_start.to(x.device, x.dtype)
 
     progress = latent_preview.prepare_callback(model, steps)
@@ -140,18 +141,10 @@ class InversionNoise:
 
 def replay_sampler(inverted: InvertedLatent, keep_final_residual: bool) -> comfy.samplers.KSAMPLER:
     """A SAMPLER that replays the inversion's noise maps with whatever guider it is given."""
-    return comfy.samplers.KSAMPLER(core.sample_replay, extra_options={
-        "inversion": inverted.core, "keep_final_residual": keep_final_residual})
+    return comfy.samplers.KSAMPLER(edit_inversion.sample_replay, extra_options={
+                  "inversion": inverted.core, "keep_final_residual": keep_final_residual})
 
 
-SOLVER_TOOLTIP = ("ddpm: edit-friendly DDPM inversion (NullFace). dpmpp_2m_sde: edit-friendly DPM-Solver++ 2M SDE "
-                  "inversion (Reverse Personalization / LEDITS++). Replay uses the same solver.")
-SKIP_TOOLTIP = ("Fraction of the schedule left untouched; higher keeps more of the photo. Each solver uses its "
-                "paper's timesteps. ddpm (NullFace): a round(steps/(1-skip))-step DDIM 'leading' schedule of which "
-                "the last `steps` are run: skip 0.70 with steps 30 is NullFace's '100 steps, T_skip 70' (timesteps "
-                "291, 281, ..., 1). dpmpp_2m_sde (Reverse Personalization): `steps` steps from timestep "
-                "round((1-skip)*1000)-1 down to 1 (skip 0.70, steps 100: 299 ... 1). Both end with a step to "
-                "timestep 0.")
 FINAL_STEP = {  # labels are saved in workflows: never rename them
     "drop residual (anonymize)": False,
     "keep residual (exact reconstruction)": True,
@@ -177,15 +170,11 @@ class FaceAnonInvert(io.ComfyNode):
                 io.Conditioning.Input("negative", tooltip="Inversion negative conditioning (used only when cfg != 1; "
                                                           "Reverse Personalization uses a zeroed prompt)."),
                 io.Latent.Input("latent_image", tooltip="The encoded image to invert (VAEEncode)."),
-                io.Combo.Input("solver", options=list(core.SOLVERS), default="ddpm", tooltip=SOLVER_TOOLTIP),
-                io.Int.Input("steps", default=30, min=1, max=1000, tooltip="Steps replayed by sampling; the inversion "
-                                                                            "costs exactly this many evaluations."),
-                io.Float.Input("skip", default=0.7, min=0.0, max=0.99, step=0.01, tooltip=SKIP_TOOLTIP),
-                io.Float.Input("eta", default=1.0, min=0.01, max=1.0, step=0.01,
-                               tooltip="Solver stochasticity; 1 = DDPM / SDE (the papers). Must be > 0."),
-                io.Float.Input("cfg", default=1.0, min=-30.0, max=30.0, step=0.1, round=0.01,
-                               tooltip="Inversion guidance scale; 1 = positive only (NullFace), -10 between the "
-                                       "empty and zeroed prompts (Reverse Personalization)."),
+                knob_input("solver"),
+                knob_input("steps"),
+                knob_input("skip"),
+                knob_input("eta"),
+                knob_input("inversion_cfg", "cfg", round=0.01),
                 io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True,
                              tooltip="Seed of the independent noisy latents of the inverted trajectory."),
             ],
