@@ -126,7 +126,7 @@ def test_latent_of_another_shape_is_a_clear_error(host, photo):
 
 def test_steps_out_of_range_for_skip(host, photo):
     ckpt = ensure_tiny_sd15_checkpoint(host)
-    with pytest.raises(HostRunError, match=r"steps=50 is out of range for skip=0.99: allowed 1..9"):
+    with pytest.raises(HostRunError, match=r"steps=50 is out of range for skip=0.99: allowed 1..10"):
         host.run(graph(ckpt, photo, steps=50, skip=0.99))
 
 
