@@ -315,9 +315,9 @@ def dumps(workflow: dict) -> str:
 
 
 def host_object_info(workdir: Path) -> dict:
-    """/object_info of a ComfyUI loaded in-process with this pack (tests/comfy_host.py), folders in `workdir`."""
+    """/object_info of a ComfyUI loaded in-process with this pack (dev/host.py), folders in `workdir`."""
     from scripts.workflow_tools import object_info
-    from tests.comfy_host import ComfyHost, find_host, missing_host_requirements
+    from dev.host import ComfyHost, find_host, missing_host_requirements
 
     path, why = find_host()
     if path is None:
