@@ -51,10 +51,12 @@ class Knob:
 
 SOLVER_TOOLTIP = ("ddpm: edit-friendly DDPM inversion (NullFace). dpmpp_2m_sde: edit-friendly DPM-Solver++ 2M SDE "
                   "inversion (Reverse Personalization / LEDITS++). Replay uses the same solver.")
-SKIP_TOOLTIP = ("Fraction of the diffusion range left untouched: sampling starts at timestep round((1-skip)*1000)-1 "
-                "and runs `steps` steps down to the clean image. Higher keeps more of the photo. NullFace's 'skip 70 "
-                "of 100 steps' is skip 0.70 with steps 30; Reverse Personalization's 'skip 0.7' is skip 0.70 with "
-                "steps 100.")
+SKIP_TOOLTIP = ("Fraction of the schedule left untouched; higher keeps more of the photo. Each solver uses its "
+                "paper's timesteps. ddpm (NullFace): a round(steps/(1-skip))-step DDIM 'leading' schedule of which "
+                "the last `steps` are run: skip 0.70 with steps 30 is NullFace's '100 steps, T_skip 70' (timesteps "
+                "291, 281, ..., 1). dpmpp_2m_sde (Reverse Personalization): `steps` steps from timestep "
+                "round((1-skip)*1000)-1 down to 1 (skip 0.70, steps 100: 299 ... 1). Both end with a step to "
+                "timestep 0.")
 
 KNOBS: dict[str, Knob] = {
     # inversion and replay
@@ -63,9 +65,12 @@ KNOBS: dict[str, Knob] = {
     "skip": Knob(float, 0.7, SKIP_TOOLTIP, 0.0, 0.99, 0.01),
     "eta": Knob(float, 1.0, "Solver stochasticity; 1 = DDPM / SDE (the papers). Must be > 0.", 0.01, 1.0, 0.01),
     "inversion_cfg": Knob(float, 1.0, "Inversion guidance scale; 1 = positive only (NullFace), -10 between the empty "
-                                      "and zeroed prompts (Reverse Personalization).", -30.0, 30.0, 0.1),
-    "keep_final_residual": Knob(bool, False, "Add the inversion's last-step residual back: exact reconstruction (a "
-                                             "faint copy of the original's finest detail, so off to anonymize)."),
+                                      "and zeroed prompts (Reverse Personalization, which samples with the same "
+                                      "scale: setting cfg alone on its preset sets this too).", -30.0, 30.0, 0.1),
+    "keep_final_residual": Knob(bool, False, "The last step's noise map (to timestep 0): keep it as Reverse "
+                                             "Personalization does (the inversion lands exactly on the photo's "
+                                             "latent; it carries a faint copy of the original's finest detail) or "
+                                             "zero it as NullFace does."),
     # guidance
     "cfg": Knob(float, 10.0, "Guidance scale; may be negative (Reverse Personalization -10: the unconditional "
                              "branch becomes the attractor). NullFace +10.", -30.0, 30.0, 0.1),

@@ -17,7 +17,7 @@ import torch
 
 from ..faceanon import faces as F
 from ..faceanon.guidance import restore_outside
-from ..faceanon.presets import PRESETS, apply_overrides, describe
+from ..faceanon.presets import PRESETS, apply_overrides, describe, guidance_warning
 from ..faceanon.verify import analysis_embedder
 from .faces import IF_NO_FACE, progress_callback, ui_payload
 from .guidance import encode_prompt, identity_guider, zero_out
@@ -67,7 +67,11 @@ def anonymize(images, model, clip, vae, analysis, adapter, settings, seed: int, 
     if faces is None:
         faces = F.detect(analysis, images, threshold=threshold, min_face_size=min_face_size, if_no_face=if_no_face)
     report = {"settings": describe(settings).splitlines(), "faces": [], "not_anonymized_images": list(faces.missing),
-              "notes": list(faces.notes)}
+              "notes": list(faces.notes), "warnings": []}
+    mismatch = guidance_warning(settings)
+    if mismatch:
+        logger.warning("FaceAnonymize: %s", mismatch)
+        report["warnings"].append(mismatch)
     if len(faces) == 0:
         return images.clone(), torch.zeros(images.shape[:3]), report
     crops, info = F.crop_faces(images, faces, size=settings.resolution, margin=settings.margin)
@@ -91,7 +95,7 @@ def anonymize(images, model, clip, vae, analysis, adapter, settings, seed: int, 
         mask = None if masks is None else masks[k:k + 1]
         guider = identity_guider(patched, positive, negative, torch.from_numpy(embedding)[None],
                                  settings.identity_scale, settings.cfg, attribute, mask, settings.mask_delay,
-                                 settings.mask_feather)
+                                 settings.mask_feather, inversion=inverted)
         noise = InversionNoise(inverted).generate_noise(latent)
         sampled = guider.sample(noise, latent["samples"], replay_sampler(inverted, settings.keep_final_residual),
                                 inverted.core.sigmas, disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=s)
@@ -130,6 +134,7 @@ def format_report(report: dict) -> str:
                      f"ArcFace similarity to the original {f.get('identity_similarity', 'n/a')}")
     for i in report["not_anonymized_images"]:
         lines.append(f"  WARNING: image {i}: no face found, NOT anonymized (passed through)")
+    lines += [f"  WARNING: {w}" for w in report.get("warnings", ())]
     return "\n".join(lines)
 
 
@@ -154,9 +159,10 @@ class FaceAnonymize(io.ComfyNode):
                 FaceAnalysis.Input("face_analysis"),
                 IDAdapter.Input("id_adapter"),
                 io.Combo.Input("preset", options=list(PRESETS), default="NullFace (SD1.5)",
-                               tooltip="NullFace: SD1.5, 30 DDPM steps, negated identity, cfg +10, face mask after "
-                                       "10 steps. Reverse Personalization: SDXL, 100 DPM-Solver++ steps, positive "
-                                       "identity, cfg -10, attribute prompt."),
+                               tooltip="NullFace: SD1.5, the last 30 of 100 DDPM steps, negated identity, cfg +10, "
+                                       "face mask after 10 steps. Reverse Personalization: SDXL, 100 DPM-Solver++ "
+                                       "steps, positive identity, one cfg -10 for inversion and sampling, attribute "
+                                       "prompt. Both replay their reference pipeline's timesteps and last step."),
                 io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True,
                              tooltip="Each face's seed is derived from this one (face number k -> its own seed)."),
                 io.Combo.Input("keep", options=list(KEEP_CHOICES), default="nothing",
@@ -166,8 +172,9 @@ class FaceAnonymize(io.ComfyNode):
                                tooltip="An image without a face: stop with an error, or pass it through flagged as "
                                        "NOT anonymized in the report."),
                 io.String.Input("overrides", default="", multiline=True,
-                                tooltip="Optional 'key = value' lines overriding the preset, e.g. 'cfg = -7.5' or "
-                                        "'steps = 50'. Keys: " + ", ".join(describe(PRESETS["NullFace (SD1.5)"])
+                                tooltip="Optional 'key = value' lines overriding the preset, e.g. 'cfg = 7.5' or "
+                                        "'steps = 50' (Reverse Personalization: 'cfg = -7.5' sets its inversion's "
+                                        "scale too). Keys: " + ", ".join(describe(PRESETS["NullFace (SD1.5)"])
                                                                            .replace(" = ", "=").splitlines())),
                 io.Conditioning.Input("attribute_prompt", optional=True,
                                       tooltip="From Attribute Prompt: replaces the unconditional text during "

@@ -150,7 +150,7 @@ The detection preview shows the ORIGINAL photo: it is only a temporary preview (
 
 
 def _crop_and_invert(g: Graph, col: int, ckpt, photo, analysis, adapter, size: int, solver: str, steps: int,
-                     inversion_cfg: float, zero_negative: bool):
+                     inversion_cfg: float, zero_negative: bool, final_step: str = "drop residual (anonymize)"):
     detect = g.node("FaceAnonDetectFaces", col, face_analysis=analysis[0], image=photo["IMAGE"])
     crop = g.node("FaceAnonCropFaces", col, image=photo["IMAGE"], faces=detect["faces"], size=size)
     # one identity per face (every face of the photo is anonymized, each away from its own identity)
@@ -164,7 +164,7 @@ def _crop_and_invert(g: Graph, col: int, ckpt, photo, analysis, adapter, size: i
                     latent_image=encode[0], solver=solver, steps=steps, skip=0.7, eta=1.0, cfg=inversion_cfg,
                     seed=0)
     noise = g.node("FaceAnonInversionNoise", col + 1, inversion=invert[0])
-    sampler = g.node("FaceAnonReplaySampler", col + 1, inversion=invert[0])
+    sampler = g.node("FaceAnonReplaySampler", col + 1, inversion=invert[0], final_step=final_step)
     sigmas = g.node("FaceAnonInversionSigmas", col + 1, inversion=invert[0])
     members = [encode, patched, text, invert, noise, sampler, sigmas] + ([negative] if zero_negative else [])
     g.group("2. Invert once (null identity)", members, color="#3f5f5f")
@@ -192,7 +192,7 @@ shows the anonymized photo three times (the original is not included).
     ckpt, photo, analysis, adapter = _loaders(g, 1, SDXL_CKPT, SDXL_FACEID, PORTRAIT)
     detect, crop, identity, encode, patched, text, negative, noise, sampler, sigmas = _crop_and_invert(
         g, 2, ckpt, photo, analysis, adapter, size=1024, solver="dpmpp_2m_sde", steps=100, inversion_cfg=-10.0,
-        zero_negative=True)
+        zero_negative=True, final_step="keep residual (exact reconstruction)")  # RP keeps its last noise map
     variants = []
     attributes = [dict(age=25, sex="female", ethnicity="any", text=""),
                   dict(age=60, sex="male", ethnicity="any", text="grey beard"),
@@ -399,9 +399,9 @@ def dumps(workflow: dict) -> str:
 
 
 def host_object_info(workdir: Path) -> dict:
-    """/object_info of a ComfyUI loaded in-process with this pack (tests/comfy_host.py), folders in `workdir`."""
+    """/object_info of a ComfyUI loaded in-process with this pack (dev/host.py), folders in `workdir`."""
     from scripts.workflow_tools import object_info
-    from tests.comfy_host import ComfyHost, find_host, missing_host_requirements
+    from dev.host import ComfyHost, find_host, missing_host_requirements
 
     path, why = find_host()
     if path is None:

@@ -22,7 +22,7 @@ def host(tmp_path_factory):
     """A real ComfyUI loaded in-process with this pack (skips with the reason when there is none)."""
     global _HOST
     if _HOST is None:
-        from tests.comfy_host import ComfyHost, find_host, missing_host_requirements
+        from dev.host import ComfyHost, find_host, missing_host_requirements
 
         path, why = find_host()
         if path is None:

@@ -28,7 +28,7 @@ import pytest
 
 from scripts.build_workflows import FILE_INPUTS, WORKFLOWS, WORKFLOWS_DIR, build_all, dumps
 from scripts.workflow_tools import FRONTEND_ONLY_NODES, check_workflow, layout, object_info, ui_to_api
-from tests.comfy_host import HostRunError, ensure_tiny_sd15_checkpoint
+from dev.host import HostRunError, ensure_tiny_sd15_checkpoint
 
 pytest.importorskip("onnx", reason="the synthesized insightface pack is written with the `onnx` package")
 pytest.importorskip("insightface", reason="the face nodes run insightface")
