@@ -1,6 +1,6 @@
 """Tracking's cost next to detection's, and frames per second of detection + tracking at 720p on CPU, side by side.
 
-Models: the synthesized buffalo_l pack of tests/onnx_packs.py built with `compute=True` (the real models' compute
+Models: the synthesized buffalo_l pack of dev/onnx_packs.py built with `compute=True` (the real models' compute
 cost: about 10 GFLOPs per 640x640 detector pass like SCRFD-10G, about 6.5 GFLOPs per face like the ResNet-50
 ArcFace). Clip: 1280x720 frames of scikit-image's astronaut photo with three synthetic people walking (one leaves
 and comes back, one is gone for two frames), built like the tests' clips.
@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from faceanon import faces as F  # noqa: E402, N812
 from faceanon.tracking import scene_cuts, track_faces, track_video  # noqa: E402
-from tests.onnx_packs import draw_face, write_pack  # noqa: E402
+from dev.onnx_packs import draw_face, write_pack  # noqa: E402
 
 
 def clip(n: int, size=(720, 1280)) -> torch.Tensor:

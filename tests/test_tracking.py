@@ -12,7 +12,7 @@ import torch
 from faceanon import faces as F
 from faceanon.faces.types import Face
 from faceanon.tracking import box_iou, keyframes, scene_cuts, track_faces, track_video
-from tests.onnx_packs import KPS_OFFSETS, write_pack
+from dev.onnx_packs import KPS_OFFSETS, write_pack
 from tests.video_clips import standard_clip
 
 

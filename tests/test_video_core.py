@@ -14,7 +14,7 @@ from faceanon import faces as F
 from faceanon.reference import EVERYONE, EXCEPT, MATCH, NO_MATCH, ONLY, UNCERTAIN, match_track, to_anonymize
 from faceanon.tracking import track_faces
 from faceanon.video import TrackPlan, anonymize_tracks, blur_box, format_video_report
-from tests.onnx_packs import write_pack
+from dev.onnx_packs import write_pack
 from tests.video_clips import detail, standard_clip
 
 

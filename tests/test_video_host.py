@@ -14,8 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.comfy_host import HostRunError, ensure_tiny_sd15_checkpoint
-from tests.onnx_packs import write_pack
+from dev.host import HostRunError, ensure_tiny_sd15_checkpoint
+from dev.onnx_packs import write_pack
 from tests.video_clips import Person, detail, read_video, render, write_video
 from tests.workflow_assets import write_tiny_faceid
 

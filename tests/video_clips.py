@@ -1,6 +1,6 @@
 """Synthetic video clips for the tracking and video tests, built from real photos shipped by scikit-image.
 
-The test face-analysis pack (tests/onnx_packs.py) finds magenta discs, wherever they are: its detector follows the
+The test face-analysis pack (dev/onnx_packs.py) finds magenta discs, wherever they are: its detector follows the
 image content, so a disc that moves, grows, leaves or comes back is found where it is. Here each "person" is a disc
 whose texture is a real face photo (scikit-image's astronaut, camera man, cat) mapped into the magenta range, and the
 backgrounds are real photos too (a shot on `astronaut`, a cut, a shot on `coffee`), with the green channel raised so

@@ -11,7 +11,7 @@ import pytest
 
 from faceanon.evaluate.models import Box
 from faceanon.evaluate.video import evaluate_video, follow, markdown
-from tests.onnx_packs import draw_face
+from dev.onnx_packs import draw_face
 from tests.video_clips import Person, render
 
 pytestmark = pytest.mark.eval_env_optional
