@@ -20,10 +20,10 @@ import torch
 from ..faceanon import faces as F
 from ..faceanon.branches import branch_plan
 from ..faceanon.guidance import restore_outside
-from ..faceanon.presets import PRESETS, apply_overrides, describe
+from ..faceanon.presets import PRESETS, apply_overrides, describe, guidance_warning
 from ..faceanon.verify import analysis_embedder
 from .faces import IF_NO_FACE, progress_callback, ui_payload
-from .guidance import encode_prompt, identity_guider, zero_out
+from .guidance import IdentityGuider, encode_prompt, identity_guider, zero_out
 from .id_adapter import apply_id_adapter
 from .inversion import InversionNoise, invert_latent, replay_sampler, rows_per_call
 from .knobs import knob_input
@@ -80,6 +80,13 @@ def conditioning_rows(conditioning, rows: list[int], total: int):
     return out
 
 
+def sampling_branches(model, positive, negative, attribute, gated: bool) -> int:
+    """UNet branches per sampling step of the identity guider with these texts (its own `branch_plan`)."""
+    guider = IdentityGuider(model)
+    guider.set_conds(positive, negative, attribute)
+    return len(branch_plan(gated, *guider.free_flags).branches)
+
+
 def faces_per_call(model, settings, branches: int) -> int:
     """Faces whose sampling branches (`branches` each) fit one UNet call in the free memory, or the setting when it
     is not 0 (1 = face by face)."""
@@ -99,7 +106,7 @@ def sample_faces(model, vae, crops, embeddings, seeds, settings, positive, negat
                              settings.eta, settings.inversion_cfg, seeds[0], seeds=seeds,
                              steps_per_call=settings.steps_per_call)
     guider = identity_guider(model, positive, negative, embeddings, settings.identity_scale, settings.cfg, attribute,
-                             masks, settings.mask_delay, settings.mask_feather)
+                             masks, settings.mask_delay, settings.mask_feather, inversion=inverted)
     noise = InversionNoise(inverted).generate_noise(latent)
     sampled = guider.sample(noise, latent["samples"], replay_sampler(inverted, settings.keep_final_residual),
                             inverted.core.sigmas, disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seeds[0])
@@ -116,9 +123,7 @@ def sample_all(model, vae, crops, embeddings, seeds, settings, positive, negativ
                tick=None):
     """`sample_faces` over every face, in chunks of `faces_per_call` faces; `tick(done, total)` between chunks."""
     n = crops.shape[0]
-    same_text = positive is negative  # equal texts in distinct objects count one branch too many: a safe bound
-    branches = len(branch_plan(masks is not None, attribute is not None, same_text).branches)
-    chunk = faces_per_call(model, settings, branches)
+    chunk = faces_per_call(model, settings, sampling_branches(model, positive, negative, attribute, masks is not None))
     logger.debug("FaceAnon: %d face(s), %d per UNet call", n, chunk)
     outputs = []
     for start in range(0, n, chunk):
@@ -135,23 +140,32 @@ def sample_all(model, vae, crops, embeddings, seeds, settings, positive, negativ
 
 def anonymize(images, settings, *, model, clip, vae, analysis, adapter, seed: int = 0, attribute=None, keep=(),
               threshold: float = 0.5, min_face_size: float = 24, if_no_face: F.IfNoFace = F.IfNoFace.ERROR,
-              color_match: str = "mean"):
+              color_match: str = "mean", faces=None, face_seeds=None, identities=None):
     """Anonymize every face of `images` with `settings` (a `faceanon.presets.Settings`).
 
     The faces of every image are sampled together in chunks of ``settings.faces_per_call`` (0: as many as fit in
     the free memory), each with its own seed ``face_seed(seed, k)``, identity, noise maps and mask; the result equals
     face-by-face processing (``faces_per_call = 1``) within float rounding.
 
+    `faces` (already detected, e.g. a chunk of tracked faces) skips detection; `face_seeds` and `identities` (one
+    per face: a seed, a [512] normalised embedding) replace the per-face seed and the face's own embedding (video:
+    every face of a track uses the track's seed and identity).
+
     Returns:
         `(images, changed mask [B, H, W], report dict)`.
     """
-    faces = F.detect(analysis, images, threshold=threshold, min_face_size=min_face_size, if_no_face=if_no_face)
+    if faces is None:
+        faces = F.detect(analysis, images, threshold=threshold, min_face_size=min_face_size, if_no_face=if_no_face)
     report = {"settings": describe(settings).splitlines(), "faces": [], "not_anonymized_images": list(faces.missing),
-              "notes": list(faces.notes)}
+              "notes": list(faces.notes), "warnings": []}
+    mismatch = guidance_warning(settings)
+    if mismatch:
+        logger.warning("FaceAnonymize: %s", mismatch)
+        report["warnings"].append(mismatch)
     if len(faces) == 0:
         return images.clone(), torch.zeros(images.shape[:3]), report
     for k, face in enumerate(faces):
-        if face.embedding is None:
+        if face.embedding is None and identities is None:
             raise ValueError(f"face {k} (image {face.image_index}) has no ArcFace embedding: the face analysis pack "
                              f"{faces.model!r} has no recognizer, so it cannot be anonymized")
     crops, info = F.crop_faces(images, faces, size=settings.resolution, margin=settings.margin)
@@ -160,8 +174,9 @@ def anonymize(images, settings, *, model, clip, vae, analysis, adapter, seed: in
     positive = encode_prompt(clip, "", zero_if_empty=False)
     negative = zero_out(positive) if settings.zero_negative else positive
     n = len(faces)
-    seeds = [face_seed(seed, k) for k in range(n)]
-    embeddings = torch.from_numpy(np.stack([face.embedding for face in faces]))
+    seeds = [face_seed(seed, k) for k in range(n)] if face_seeds is None else [int(s) for s in face_seeds]
+    embeddings = torch.from_numpy(np.stack([face.embedding for face in faces] if identities is None else
+                                           [np.asarray(e, np.float32) for e in identities]))
     # the progress callback also honours Cancel between chunks of faces
     decoded = sample_all(patched, vae, crops, embeddings, seeds, settings, positive, negative, attribute, masks,
                          tick=progress_callback(n))
@@ -179,6 +194,8 @@ def anonymize(images, settings, *, model, clip, vae, analysis, adapter, seed: in
     # original's keypoints. FaceAnonVerify is the full check (second alignment, thresholds, actions).
     embed = analysis_embedder(analysis)
     for entry, face in zip(report["faces"], faces, strict=True):
+        if face.embedding is None:  # an interpolated video face: no detection to compare with
+            continue
         after = embed(pasted[face.image_index], face.kps[None])[0]
         entry["identity_similarity"] = round(float(np.dot(face.embedding, after)), 4)
     return pasted, changed, report
@@ -191,6 +208,7 @@ def format_report(report: dict) -> str:
                      f"ArcFace similarity to the original {f.get('identity_similarity', 'n/a')}")
     for i in report["not_anonymized_images"]:
         lines.append(f"  WARNING: image {i}: no face found, NOT anonymized (passed through)")
+    lines += [f"  WARNING: {w}" for w in report.get("warnings", ())]
     return "\n".join(lines)
 
 
@@ -215,9 +233,10 @@ class FaceAnonymize(io.ComfyNode):
                 FaceAnalysis.Input("face_analysis"),
                 IDAdapter.Input("id_adapter"),
                 io.Combo.Input("preset", options=list(PRESETS), default="NullFace (SD1.5)",
-                               tooltip="NullFace: SD1.5, 30 DDPM steps, negated identity, cfg +10, face mask after "
-                                       "10 steps. Reverse Personalization: SDXL, 100 DPM-Solver++ steps, positive "
-                                       "identity, cfg -10, attribute prompt."),
+                               tooltip="NullFace: SD1.5, the last 30 of 100 DDPM steps, negated identity, cfg +10, "
+                                       "face mask after 10 steps. Reverse Personalization: SDXL, 100 DPM-Solver++ "
+                                       "steps, positive identity, one cfg -10 for inversion and sampling, attribute "
+                                       "prompt. Both replay their reference pipeline's timesteps and last step."),
                 io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True,
                              tooltip="Each face's seed is derived from this one (face number k -> its own seed)."),
                 io.Combo.Input("keep", options=list(KEEP_CHOICES), default="nothing",
@@ -227,8 +246,9 @@ class FaceAnonymize(io.ComfyNode):
                                tooltip="An image without a face: stop with an error, or pass it through flagged as "
                                        "NOT anonymized in the report."),
                 io.String.Input("overrides", default="", multiline=True,
-                                tooltip="Optional 'key = value' lines overriding the preset, e.g. 'cfg = -7.5' or "
-                                        "'steps = 50'. Keys: " + ", ".join(describe(PRESETS["NullFace (SD1.5)"])
+                                tooltip="Optional 'key = value' lines overriding the preset, e.g. 'cfg = 7.5' or "
+                                        "'steps = 50' (Reverse Personalization: 'cfg = -7.5' sets its inversion's "
+                                        "scale too). Keys: " + ", ".join(describe(PRESETS["NullFace (SD1.5)"])
                                                                            .replace(" = ", "=").splitlines())),
                 io.Conditioning.Input("attribute_prompt", optional=True,
                                       tooltip="From Attribute Prompt: replaces the unconditional text during "

@@ -20,7 +20,7 @@ import latent_preview
 import torch
 
 from ..faceanon import inversion as edit_inversion
-from ..faceanon.schedules import inversion_sigmas
+from ..faceanon.schedules import SPACING, inversion_sigmas
 from .id_adapter import with_branch_identities
 from .knobs import knob_input
 from .types import Inversion, io
@@ -33,13 +33,18 @@ class InvertedLatent:
     """What flows on a FACEANON_INVERSION socket: the core inversion plus what the host's sampler needs.
 
     `start_noise` is the NOISE that KSAMPLER's ``noise_scaling(sigmas[0], noise, latent)`` turns back into the
-    inversion's start latent when `latent_image` is the LATENT that was inverted.
+    inversion's start latent when `latent_image` is the LATENT that was inverted. `positive`, `negative` and `cfg` are
+    the conditioning the inversion's predictions were made with (null identity in both branches): the identity
+    guider's identity-free prediction uses exactly these.
     """
 
     core: edit_inversion.Inversion
     start_noise: torch.Tensor
     seed: int
     prediction: str
+    positive: list | None = None
+    negative: list | None = None
+    cfg: float = 1.0
 
 
 def null_identity_model(model):
@@ -79,6 +84,13 @@ def _start_noise(model, latent: torch.Tensor, inv: edit_inversion.Inversion) -> 
     return ((inv.x_start - inv.x0) / scale).to(latent.dtype)
 
 
+def schedule_sigmas(model, solver: str, steps: int, skip: float) -> torch.Tensor:
+    """The model's sigmas at the timesteps of `solver`'s reference pipeline (faceanon.schedules)."""
+    if solver not in SPACING:
+        raise ValueError(f"solver must be one of {tuple(SPACING)}, got {solver!r}")
+    return inversion_sigmas(model.get_model_object("model_sampling").sigmas, steps, skip, SPACING[solver])
+
+
 def rows_per_call(model, latent_shape) -> int:
     """How many latent rows of `latent_shape` ([C, H, W]) one UNet call can carry in the memory that ComfyUI's
     model management reports free on the model's device (with the model's own weights counted as loaded, and the
@@ -113,8 +125,7 @@ def invert_latent(model, positive, negative, latent: dict, solver: str, steps: i
     """
     pred = prediction_type(model)
     model = null_identity_model(model)
-    ms = model.get_model_object("model_sampling")
-    sigmas = inversion_sigmas(ms.sigmas, steps, skip)
+    sigmas = schedule_sigmas(model, solver, steps, skip)
     samples = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
     rows = samples.shape[0]
     seeds = [seed + b for b in range(rows)] if seeds is None else [int(s) for s in seeds]
@@ -150,7 +161,8 @@ def invert_latent(model, positive, negative, latent: dict, solver: str, steps: i
                   disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
     inv = out["inversion"]
     logger.debug("FaceAnon: inverted %d latent(s), %d steps, %d per UNet call", rows, steps, out["steps_per_call"])
-    return InvertedLatent(core=inv, start_noise=_start_noise(model, samples, inv), seed=seed, prediction=pred)
+    return InvertedLatent(core=inv, start_noise=_start_noise(model, samples, inv), seed=seed, prediction=pred,
+                          positive=positive, negative=negative, cfg=float(cfg))
 
 
 class InversionNoise:
@@ -176,7 +188,7 @@ def replay_sampler(inverted: InvertedLatent, keep_final_residual: bool) -> comfy
                   "inversion": inverted.core, "keep_final_residual": keep_final_residual})
 
 
-FINAL_STEP = {
+FINAL_STEP = {  # labels are saved in workflows: never rename them
     "drop residual (anonymize)": False,
     "keep residual (exact reconstruction)": True,
 }
@@ -256,10 +268,11 @@ class FaceAnonReplaySampler(io.ComfyNode):
             inputs=[
                 Inversion.Input("inversion"),
                 io.Combo.Input("final_step", options=list(FINAL_STEP), default="drop residual (anonymize)",
-                               tooltip="The last step goes to sigma 0 and has no noise map. 'drop' ends on the "
-                                       "model's own denoise (the papers; right for anonymization: the residual is a "
-                                       "faint copy of the original's finest detail). 'keep' adds the inversion's "
-                                       "residual back: exact reconstruction."),
+                               tooltip="The last step (to timestep 0). 'drop' zeroes its noise map and ends on "
+                                       "the solver's own step, as NullFace does. 'keep' injects it, as Reverse "
+                                       "Personalization does: the inversion lands exactly on the photo's latent "
+                                       "(exact reconstruction), and the last step carries a faint copy of the "
+                                       "original's finest detail."),
             ],
             outputs=[io.Sampler.Output()],
         )
