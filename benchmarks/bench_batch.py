@@ -5,10 +5,10 @@ Side by side in one run, for both presets (NullFace: DDPM, 30 steps, face gate; 
 every face; detection, crop and paste are per-image costs that batching does not change):
 
   1. sequential UNet calls and model evaluations (batch rows) per photo at the presets' full step counts and crop
-     sizes, on a full-width SD1.5-layout UNet with a counting stub in place of its calls (the chunk sizes come from
-     the free memory ComfyUI reports, the model's memory estimate and its weights, not from its output): face by face
-     (faces_per_call = 1, steps_per_call = 1: the old path) and batched (both 0: chunk sizes from the free memory)
-     with the free memory this machine reports, with 80 GiB (an H100's) and with unbounded memory;
+     sizes, with a counting stub in place of the UNet's calls (chunk sizes come from the free memory ComfyUI reports
+     and its memory estimate, which depends on the latent size and the model type, not on the UNet's width or
+     output): face by face (faces_per_call = 1, steps_per_call = 1: the old path) and batched (both 0: chunk sizes
+     from the free memory) with the free memory this machine reports, with 80 GiB (an H100's) and unbounded;
   2. wall time, face by face vs batched from free memory, on a tiny UNet (full step counts, 64 px crops) and on the
      full-width UNet (2 steps, 128 px crops: the 2 shared CPU cores of the development machine).
 
@@ -16,6 +16,7 @@ The VAE is a cheap stand-in (8x8 average pooling / nearest upsampling) in every 
 
     python benchmarks/bench_batch.py            # needs a ComfyUI (COMFYUI_PATH or ~/ComfyUI) and torch
     python benchmarks/bench_batch.py --quick    # wall time of the full-width UNet for 1 and 4 faces only
+    python benchmarks/bench_batch.py --counts-only / --wall-only
 """
 
 from __future__ import annotations
@@ -76,17 +77,19 @@ def photo(n: int, size: int, gate: bool, seed: int = 0):
 
 
 def run(host, model, clock, settings, n, ctx_dim):
-    """sample_all on n faces with `settings`; returns (calls, rows, seconds)."""
+    """sample_all on n faces with `settings`; returns (calls, rows, seconds, faces per chunk)."""
     anon, gd = host.pack("nodes.anonymize"), host.pack("nodes.guidance")
     m = model.clone()
     m.set_model_unet_function_wrapper(clock.wrapper)
     positive = [[torch.randn(1, 77, ctx_dim, generator=torch.Generator().manual_seed(0)), {}]]
     negative = gd.zero_out(positive) if settings.zero_negative else positive
     crops, embeddings, seeds, masks = photo(n, settings.resolution, settings.gate_face)
+    chunk = min(n, anon.faces_per_call(m, settings, anon.sampling_branches(m, positive, negative, None,
+                                                                          masks is not None)))
     clock.calls, clock.rows = 0, 0
     t = time.perf_counter()
     anon.sample_all(m, StubVAE(), crops, embeddings, seeds, settings, positive, negative, None, masks)
-    return clock.calls, clock.rows, time.perf_counter() - t
+    return clock.calls, clock.rows, time.perf_counter() - t, chunk
 
 
 def modes(preset):
@@ -111,17 +114,15 @@ def free_memory(gib: float | None):
         mm.get_free_memory = real
 
 
-def counts(host, full):
+def counts(host, model):
     import comfy.model_management as mm
-    from faceanon.branches import branch_plan
     from faceanon.presets import PRESETS
 
-    anon = host.pack("nodes.anonymize")
-    here = mm.get_free_memory(full.load_device) / 2 ** 30
+    here = mm.get_free_memory(model.load_device) / 2 ** 30
     scenarios = {f"here ({here:.0f} GiB)": None, "80 GiB": 80.0, "unbounded": 2.0 ** 20}
-    print(f"\n1. sequential UNet calls per photo at full step counts (full-width SD1.5-layout UNet, its calls replaced "
-          f"by a counting stub), face by face and batched with the free memory of: this machine as measured now "
-          f"({here:.1f} GiB on {full.load_device}), 80 GiB, unbounded; ComfyUI's memory estimate for this host "
+    print(f"\n1. sequential UNet calls per photo at full step counts (SD1.5-layout UNet, its calls replaced by a "
+          f"counting stub), face by face and batched with the free memory of: this machine as measured now "
+          f"({here:.1f} GiB on {model.load_device}), 80 GiB, unbounded; ComfyUI's memory estimate for this host "
           f"(no flash attention, float32)")
     head = "".join(f"{s:>27s}" for s in scenarios)
     print(f"   {'preset':8s} {'crop':>4s} {'faces':>5s} {'evals/face':>10s} {'face by face':>15s}{head}")
@@ -129,15 +130,13 @@ def counts(host, full):
           + "".join(f"{'chunk  calls (x1 face)':>27s}" for _ in scenarios))
     for name, short in PRESET_NAMES.items():
         preset = PRESETS[name]
-        branches = len(branch_plan(preset.gate_face, False, not preset.zero_negative).branches)
         first = {}
         for n in FACES:
             cells = []
             for label, gib in [("fbf", None)] + list(scenarios.items()):
                 settings = modes(preset)["face by face" if label == "fbf" else "batched"]
                 with free_memory(gib):
-                    calls, rows, _ = run(host, full, CountingStub(), settings, n, 768)
-                    chunk = min(n, anon.faces_per_call(full, settings, branches))
+                    calls, rows, _, chunk = run(host, model, CountingStub(), settings, n, 64)
                 first.setdefault(label, calls)
                 ratio = f"{calls:5d} (x{calls / first[label]:.2f})"
                 cells.append(ratio if label == "fbf" else f"{chunk:5d} {ratio:>21s}")
@@ -159,21 +158,29 @@ def wall(host, model, label, ctx_dim, resolution, steps, faces):
         m = modes(preset)
         run(host, model, RowClock(), m["batched"], 1, ctx_dim)  # warm-up
         for n in faces:
-            c1, r1, t1 = run(host, model, RowClock(), m["face by face"], n, ctx_dim)
-            c2, r2, t2 = run(host, model, RowClock(), m["batched"], n, ctx_dim)
+            c1, r1, t1, _ = run(host, model, RowClock(), m["face by face"], n, ctx_dim)
+            c2, r2, t2, _ = run(host, model, RowClock(), m["batched"], n, ctx_dim)
             assert r1 == r2, (r1, r2)
             print(f"   {short:9s} {n:5d} {c1:9d} {c2:13d} {r1:6d} {t1:8.2f} {t2:9.2f} {t2 / t1:11.3f}")
 
 
 def main():
+    parts = {"counts", "wall"}
+    for part in tuple(parts):  # --counts-only / --wall-only (boot parses the rest)
+        if f"--{part}-only" in sys.argv:
+            sys.argv.remove(f"--{part}-only")
+            parts = {part}
     host, args, tmp = boot(__doc__, "bench_batch")
-    from tests.tiny_models import SD15_TINY_UNET
+    from dev.tiny_models import SD15_TINY_UNET
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, ComfyUI at {host.path}")
-    full = patched_model(host, SD15_FULL_UNET, tmp, seed=1)
-    counts(host, full)
     tiny = patched_model(host, SD15_TINY_UNET, tmp)
+    if "counts" in parts:
+        counts(host, tiny)
+    if "wall" not in parts:
+        return
     wall(host, tiny, "tiny SD1.5-layout UNet (32 ch)", 64, 64, None, FACES)
+    full = patched_model(host, SD15_FULL_UNET, tmp, seed=1)
     wall(host, full, "full-width SD1.5-layout UNet (320 ch, full depth)", 768, 128, 2,
          FACES[:2] if args.quick else FACES)
 
