@@ -223,3 +223,47 @@ def test_ctrl_c_leaves_a_consistent_manifest_and_a_rerun_finishes_the_rest(host,
     assert sorted(r["input"] for r in records) == sorted(subset), "an item missing or done twice"
     assert {o: (out / o).stat().st_mtime_ns for o in done_first} == stamps, "finished items were redone"
     assert outputs(out) == {k: v for k, v in embedded["files"].items() if k in {"p0.png", "p1.png", "sub/p6.png"}}
+
+
+def test_ray_with_two_actors_one_killed_gives_the_embedded_outputs_and_manifest(host, models, photos, embedded,
+                                                                               tmp_path):
+    """A private local Ray cluster (127.0.0.1, 2 CPU actors); one actor is SIGKILLed after the first result: Ray
+    restarts it and redoes its item; every item is recorded once, with the embedded run's bytes and fields."""
+    pytest.importorskip("ray.data", reason="the Ray runner needs `ray[data]` (requirements-ray.txt)")
+    import psutil
+
+    subset = ["p2.jpg", "p3.png", "p4.webp", "empty1.jpg", CORRUPT]
+    todo = tmp_path / "todo.txt"
+    todo.write_text("".join(f"{photos / rel}\n" for rel in subset))
+    out = tmp_path / "out"
+    manifest = out / "faceanon_manifest.jsonl"
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "COMFYUI_PATH": str(host.path), "RAY_USAGE_STATS_ENABLED": "0"}
+    args = [*cli_args(host, models, todo, out), "--ray", "local", "--workers", "2", "--object-store-mb", "100"]
+    proc = subprocess.Popen([sys.executable, "-m", "faceanon.run", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    killed, lines_at_kill = None, None
+    try:
+        deadline = time.monotonic() + 400
+        while time.monotonic() < deadline and proc.poll() is None and killed is None:
+            if manifest.exists() and manifest.read_text().count("\n") >= 1:
+                actors = [p for p in psutil.Process(proc.pid).children(recursive=True)
+                          if (p.cmdline() or [""])[0].startswith("ray::MapWorker")]
+                if actors:
+                    lines_at_kill = manifest.read_text().count("\n")
+                    actors[0].kill()
+                    killed = actors[0].pid
+            time.sleep(0.2)
+        _, err = proc.communicate(timeout=max(30, deadline - time.monotonic()))
+    finally:
+        proc.kill()
+    assert killed is not None and lines_at_kill < len(subset), "no actor was killed while items were left"
+    assert proc.returncode == 1, err[-3000:]  # the corrupt file
+    records = read_manifest(manifest)
+    assert sorted(r["input"] for r in records) == sorted(subset), "an item missing or recorded twice"
+    expected = {r["input"]: r for r in embedded["records"] if r["input"] in subset}
+
+    def fields(r):
+        return {k: v for k, v in r.items() if k != "seconds"}
+
+    assert {r["input"]: fields(r) for r in records} == {k: fields(r) for k, r in expected.items()}
+    assert outputs(out) == {r["output"]: embedded["files"][r["output"]] for r in expected.values() if r["output"]}

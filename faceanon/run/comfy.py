@@ -137,6 +137,10 @@ def _boot(path: Path, cpu: bool | None, all_custom_nodes: bool):
     import nodes
 
     if "FaceAnonymize" not in nodes.NODE_CLASS_MAPPINGS:
+        if not (PACK_ROOT / "nodes" / "__init__.py").is_file() or not (PACK_ROOT / "__init__.py").is_file():
+            raise BootError(f"the faceanon package at {PACK_ROOT / 'faceanon'} is not inside the FaceAnon node pack "
+                            "(no nodes/ next to it): run from the pack's folder, or install it with `pip install -e` "
+                            "from there")
         if not asyncio.run(nodes.load_custom_node(str(PACK_ROOT), ignore=set(nodes.NODE_CLASS_MAPPINGS))):
             raise BootError(f"ComfyUI at {path} could not load the FaceAnon pack from {PACK_ROOT}; see the log above")
     _register_sources(nodes)
