@@ -267,3 +267,58 @@ def test_ray_with_two_actors_one_killed_gives_the_embedded_outputs_and_manifest(
 
     assert {r["input"]: fields(r) for r in records} == {k: fields(r) for k, r in expected.items()}
     assert outputs(out) == {r["output"]: embedded["files"][r["output"]] for r in expected.values() if r["output"]}
+
+
+def write_clip(path: Path, frames: int = 4) -> None:
+    """A short MP4 (no audio) of a synthetic face drifting to the right."""
+    import av
+
+    from tests.workflow_assets import face_photo
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=8)
+        stream.width, stream.height, stream.pix_fmt = 128, 128, "yuv420p"
+        for k in range(frames):
+            frame = av.VideoFrame.from_ndarray(face_photo((128, 128), [((56 + 4 * k, 64), 72, 3)], 0), format="rgb24")
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+
+
+def test_a_video_is_one_item(host, models, tmp_path):
+    """Core LoadVideo (swapped for the runner's path reader) -> frames -> FaceAnonymize -> CreateVideo ->
+    FaceAnonSaveVideo: one MP4 for the clip, recorded once."""
+    if "FaceAnonSaveVideo" not in host.nodes.NODE_CLASS_MAPPINGS:
+        pytest.skip("FaceAnonSaveVideo (the pack's metadata-free video save node) is not in this checkout")
+    import av
+
+    from faceanon.run.cli import main
+
+    clip = tmp_path / "clips" / "walk.mp4"
+    clip.parent.mkdir()
+    write_clip(clip)
+    graph = {"1": {"class_type": "LoadVideo", "inputs": {"file": "walk.mp4"}},
+             "2": {"class_type": "GetVideoComponents", "inputs": {"video": ["1", 0]}},
+             "3": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "v1-5-pruned-emaonly.safetensors"}},
+             "4": {"class_type": "FaceAnonLoadFaceAnalysis",
+                   "inputs": {"model_pack": "buffalo_l", "provider": "auto", "det_size": 640}},
+             "5": {"class_type": "FaceAnonLoadIDAdapter",
+                   "inputs": {"adapter": "ip-adapter-faceid_sd15.bin", "lora": "embedded (from the adapter file)"}},
+             "6": {"class_type": "FaceAnonymize",
+                   "inputs": {"image": ["2", 0], "model": ["3", 0], "clip": ["3", 1], "vae": ["3", 2],
+                              "face_analysis": ["4", 0], "id_adapter": ["5", 0], "preset": "NullFace (SD1.5)",
+                              "seed": 0, "keep": "nothing", "if_no_face": "error", "overrides": "",
+                              "threshold": 0.5, "min_face_size": 24}},
+             "7": {"class_type": "CreateVideo", "inputs": {"images": ["6", 0], "fps": ["2", 2]}},
+             "8": {"class_type": "FaceAnonSaveVideo", "inputs": {"video": ["7", 0], "filename_prefix": "v", "crf": 19}}}
+    wf = tmp_path / "video_api.json"
+    wf.write_text(json.dumps(graph))
+    out = tmp_path / "out"
+    args = cli_args(host, models, clip, out)
+    args[args.index("--workflow") + 1] = str(wf)
+    assert main(args) == 0
+    (record,) = read_manifest(out / "faceanon_manifest.jsonl")
+    assert (record["input"], record["output"], record["status"]) == ("walk.mp4", "walk.mp4", "done")
+    assert record["faces"] == 4  # one face a frame
+    assert set(outputs(out)) == {"walk.mp4"}
+    with av.open(str(out / "walk.mp4")) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 4

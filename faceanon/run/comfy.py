@@ -218,12 +218,17 @@ def _error_text(ex) -> tuple[str, str]:
 
 
 def _reports(ui_outputs: dict) -> tuple[int | None, list[float], list]:
-    """(faces anonymized, identity similarities, images not anonymized) from the FaceAnonymize reports."""
+    """(faces anonymized, identity similarities, images not anonymized) from the pack's reports (`None` faces when
+    the graph has no reporting node). FaceAnonymize reports faces; FaceAnonAnonymizePeople (video) reports tracks:
+    a face is then a person's track with anonymized (or blurred) frames."""
     faces, sims, missing, seen = 0, [], [], False
     for ui in ui_outputs.values():
         for text in ui.get("faceanon_report", []) if isinstance(ui, dict) else []:
             seen = True
             rep = json.loads(text)
+            if "tracks" in rep:
+                faces += sum(1 for t in rep["tracks"] if t.get("anonymized") or t.get("blurred"))
+                continue
             faces += len(rep.get("faces", []))
             sims += [float(f["identity_similarity"]) for f in rep.get("faces", [])
                      if isinstance(f.get("identity_similarity"), (int, float))]
