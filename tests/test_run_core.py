@@ -183,3 +183,22 @@ def test_cli_setup_errors_exit_2_and_say_what_to_fix(tmp_path):
     r = run("--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"))
     assert r.returncode == 2 and "ComfyUI not found" in r.stderr and "COMFYUI_PATH" in r.stderr
     assert not (tmp_path / "out").exists()  # nothing written before the host is there
+
+
+def test_an_output_that_cannot_be_written_is_a_failed_item(tmp_path):
+    from faceanon.run.comfy import Result
+
+    touch(tmp_path / "in" / "sub" / "a.png")
+    touch(tmp_path / "in" / "b.png")
+    out = tmp_path / "out"
+    touch(out / "sub")  # a file where the output's folder should be
+    job = Job(list_items(tmp_path / "in"), out)
+    items = {i.rel: i for i in job.todo()}
+    with job.manifest:
+        rec = job.finish(items["sub/a.png"], Result("done", suffix=".png", data=b"png", faces=1, seconds=1.0))
+        assert rec["status"] == "failed" and rec["output"] is None and "cannot write" in rec["error"]
+        assert job.finish(items["b.png"], Result("done", suffix=".png", data=b"png", faces=1))["output"] == "b.png"
+        assert job.finish(items["b.png"], Result("done", suffix=".png", data=b"other")) is None  # a retried task
+    assert (out / "b.png").read_bytes() == b"png"
+    assert [r["input"] for r in map(json.loads, job.manifest.path.read_text().splitlines())] == ["sub/a.png", "b.png"]
+    assert job.summary.done == 1 and [rel for rel, _ in job.summary.failed] == ["sub/a.png"]

@@ -121,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     except (BootError, GraphError, ItemsError, RuntimeError) as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2
+    except KeyboardInterrupt:  # while ComfyUI was starting: no item ran
+        sys.stderr.write("interrupted before any item ran\n")
+        return 130
     sys.stderr.write(summary.text(job.manifest.path) + "\n")
     return summary.exit_code
 

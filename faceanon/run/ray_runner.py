@@ -74,7 +74,11 @@ def _init(address: str, workers: int, object_store_mb: int | None, verbose: bool
             kwargs["object_store_memory"] = object_store_mb * 1024 * 1024
     else:
         kwargs["address"] = address
-    ray.init(**kwargs)
+    try:
+        ray.init(**kwargs)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise SetupError(f"cannot join the Ray cluster at {address!r}: {exc}. Start one with `ray start --head` "
+                         "(and `ray start --address HEAD:6379` on the other machines), or use --ray local") from exc
 
 
 def run_ray(spec: Spec, job: Job, address: str = "auto", workers: int | None = None,

@@ -109,7 +109,11 @@ class Job:
         output = None
         if result.status == "done":
             output = output_relpath(item, result.suffix)
-            write_atomic(self.output / output, result.data)
+            try:
+                write_atomic(self.output / output, result.data)
+            except OSError as exc:
+                output, result = None, Result("failed", faces=result.faces, seconds=result.seconds,
+                                              error=f"cannot write {self.output / output}: {exc.strerror or exc}")
         record = {"input": item.rel, "output": output, "status": result.status, "faces": result.faces,
                   "similarity_min": result.similarity_min, "similarity_max": result.similarity_max,
                   "error": result.error, "seconds": result.seconds}

@@ -1,0 +1,110 @@
+"""Headless runner throughput: items per minute, embedded (one process) vs Ray Data with 1 and 2 local actors,
+side by side in one run, on the same photos, tiny models and workflow.
+
+Models: the tests' stand-ins (random SD1.5-layout checkpoint with a shallow UNet, FaceID file with real key names,
+synthesized buffalo_l pack; tests/workflow_assets.py). Photos: 128x128 synthetic portraits, one face each.
+Workflow: workflows/faceanon_nullface_sd15_keep_eyes_mouth.json (UI format) with `--set` cutting the work to
+resolution 64 and 3 steps, so the numbers are about the runner's overhead and scaling, not diffusion.
+
+Each configuration is `python -m faceanon.run` in a fresh process with one torch thread per worker. Columns:
+  wall          seconds from start to exit (ComfyUI boot, model loading, all items, shutdown);
+  items/min     items / wall;
+  steady        items per minute between the first and the last manifest record (boot and load excluded);
+  vs embedded   steady rate relative to the embedded runner.
+
+    COMFYUI_PATH=~/ComfyUI python benchmarks/bench_runner.py            # about 5 minutes on 2 cores
+    COMFYUI_PATH=~/ComfyUI python benchmarks/bench_runner.py --items 24
+"""
+
+# ruff: noqa: T201  (a benchmark prints its table)
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+WORKFLOW = ROOT / "workflows" / "faceanon_nullface_sd15_keep_eyes_mouth.json"
+FAST = "resolution = 64\nsteps = 3\nmask_delay = 1"
+
+
+def prepare(root: Path, comfyui: Path, n: int) -> Path:
+    """Tiny models under root/models, n photos under root/photos (in a child process: ComfyUI on the CPU)."""
+    code = f"""
+import sys
+sys.path.insert(0, {str(ROOT)!r}); sys.path.append({str(comfyui)!r})
+from comfy.cli_args import args; args.cpu = True
+from pathlib import Path
+from PIL import Image
+from tests.tiny_models import write_sd15_checkpoint
+from tests.workflow_assets import face_photo, install_tiny_models
+root = Path({str(root)!r})
+write_sd15_checkpoint(root / "ckpt.safetensors")
+install_tiny_models(root / "models", root / "ckpt.safetensors", ["tiny.safetensors"], ["tiny_faceid.bin"])
+(root / "photos").mkdir()
+for k in range({n}):
+    face = ((56 + k % 16, 64), 64 + k % 20, k)
+    Image.fromarray(face_photo((128, 128), [face], k)).save(root / "photos" / f"p{{k:03d}}.png")
+"""
+    subprocess.run([sys.executable, "-c", code], check=True)
+    return root / "photos"
+
+
+def run(label: str, root: Path, photos: Path, extra: list[str]) -> dict:
+    out = root / f"out_{label.replace(' ', '_')}"
+    manifest = out / "faceanon_manifest.jsonl"
+    cmd = [sys.executable, "-m", "faceanon.run", "--workflow", str(WORKFLOW), "--input", str(photos),
+           "--output", str(out), "--models-dir", str(root / "models"), "--checkpoint", "tiny.safetensors",
+           "--id-adapter", "tiny_faceid.bin", "--set", "FaceAnonLoadFaceAnalysis.provider=CPU",
+           "--set", f"FaceAnonymize.overrides={json.dumps(FAST)}", "--threads", "1", "--no-progress", *extra]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_USAGE_STATS_ENABLED": "0"}
+    start = time.monotonic()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    stamps, seen = [], 0
+    while proc.poll() is None:
+        lines = manifest.read_text().count("\n") if manifest.exists() else 0
+        stamps += [time.monotonic() - start] * (lines - seen)
+        seen = lines
+        time.sleep(0.1)
+    wall = time.monotonic() - start
+    lines = manifest.read_text().count("\n") if manifest.exists() else 0
+    stamps += [wall] * (lines - seen)
+    if proc.returncode != 0:
+        raise SystemExit(f"{label} failed ({proc.returncode}):\n{proc.stderr.read()[-3000:]}")
+    done = sum(json.loads(line)["status"] == "done" for line in manifest.read_text().splitlines())
+    steady = (len(stamps) - 1) / (stamps[-1] - stamps[0]) * 60 if len(stamps) > 1 and stamps[-1] > stamps[0] else 0
+    return {"label": label, "items": done, "wall": wall, "per_min": done / wall * 60, "steady": steady}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--items", type=int, default=12)
+    p.add_argument("--comfyui", default=os.environ.get("COMFYUI_PATH"))
+    args = p.parse_args()
+    if not args.comfyui:
+        raise SystemExit("set COMFYUI_PATH (or --comfyui) to a ComfyUI folder")
+    os.environ["COMFYUI_PATH"] = args.comfyui
+    with tempfile.TemporaryDirectory(prefix="bench_runner_") as tmp:
+        root = Path(tmp)
+        photos = prepare(root, Path(args.comfyui), args.items)
+        rows = [run("embedded", root, photos, [])]
+        for workers in (1, 2):
+            rows.append(run(f"ray {workers} actor(s)", root, photos,
+                            ["--ray", "local", "--workers", str(workers), "--object-store-mb", "100"]))
+    print(f"{args.items} items, tiny SD1.5-layout model, CPU ({os.cpu_count()} cores), one torch thread per worker")
+    print(f"{'runner':<18} {'items':>5} {'wall s':>8} {'items/min':>10} {'steady/min':>11} {'vs embedded':>12}")
+    for r in rows:
+        ratio = r["steady"] / rows[0]["steady"] if rows[0]["steady"] else float("nan")
+        print(f"{r['label']:<18} {r['items']:>5} {r['wall']:>8.1f} {r['per_min']:>10.1f} {r['steady']:>11.1f} "
+              f"{ratio:>11.2f}x")
+
+
+if __name__ == "__main__":
+    main()
