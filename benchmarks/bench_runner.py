@@ -12,8 +12,8 @@ Each configuration is `python -m faceanon.run` in a fresh process with one torch
   steady        items per minute between the first and the last manifest record (boot and load excluded);
   vs embedded   steady rate relative to the embedded runner.
 
-    COMFYUI_PATH=~/ComfyUI python benchmarks/bench_runner.py            # about 5 minutes on 2 cores
-    COMFYUI_PATH=~/ComfyUI python benchmarks/bench_runner.py --items 24
+    COMFYUI_PATH=~/ComfyUI python benchmarks/bench_runner.py            # about 10 minutes on 2 cores
+    COMFYUI_PATH=~/ComfyUI python benchmarks/bench_runner.py --items 24 --repeats 3
 """
 
 # ruff: noqa: T201  (a benchmark prints its table)
@@ -22,6 +22,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -64,7 +66,9 @@ def run(label: str, root: Path, photos: Path, extra: list[str]) -> dict:
            "--output", str(out), "--models-dir", str(root / "models"), "--checkpoint", "tiny.safetensors",
            "--id-adapter", "tiny_faceid.bin", "--set", "FaceAnonLoadFaceAnalysis.provider=CPU",
            "--set", f"FaceAnonymize.overrides={json.dumps(FAST)}", "--threads", "1", "--no-progress", *extra]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_USAGE_STATS_ENABLED": "0"}
+    # one thread per worker for torch (--threads) and for OpenMP / onnxruntime (Ray sets OMP_NUM_THREADS for its
+    # actors from num_cpus; the embedded run gets the same)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_USAGE_STATS_ENABLED": "0", "OMP_NUM_THREADS": "1"}
     start = time.monotonic()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     stamps, seen = [], 0
@@ -86,24 +90,32 @@ def run(label: str, root: Path, photos: Path, extra: list[str]) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--items", type=int, default=12)
+    p.add_argument("--repeats", type=int, default=2,
+                   help="rounds; the order alternates (forward, backward) so that load changes hit all alike")
     p.add_argument("--comfyui", default=os.environ.get("COMFYUI_PATH"))
     args = p.parse_args()
     if not args.comfyui:
         raise SystemExit("set COMFYUI_PATH (or --comfyui) to a ComfyUI folder")
     os.environ["COMFYUI_PATH"] = args.comfyui
+    configs = {"embedded": [], **{f"ray {w} actor(s)": ["--ray", "local", "--workers", str(w), "--object-store-mb",
+                                                          "100"] for w in (1, 2)}}
+    runs: dict[str, list[dict]] = {label: [] for label in configs}
     with tempfile.TemporaryDirectory(prefix="bench_runner_") as tmp:
         root = Path(tmp)
         photos = prepare(root, Path(args.comfyui), args.items)
-        rows = [run("embedded", root, photos, [])]
-        for workers in (1, 2):
-            rows.append(run(f"ray {workers} actor(s)", root, photos,
-                            ["--ray", "local", "--workers", str(workers), "--object-store-mb", "100"]))
-    print(f"{args.items} items, tiny SD1.5-layout model, CPU ({os.cpu_count()} cores), one torch thread per worker")
+        for r in range(args.repeats):
+            for label in (list(configs) if r % 2 == 0 else list(configs)[::-1]):
+                shutil.rmtree(root / f"out_{label.replace(' ', '_')}", ignore_errors=True)
+                runs[label].append(run(label, root, photos, configs[label]))
+    print(f"{args.items} items, tiny SD1.5-layout model, CPU ({os.cpu_count()} cores), one torch thread per worker; "
+          f"median of {args.repeats} alternating rounds")
     print(f"{'runner':<18} {'items':>5} {'wall s':>8} {'items/min':>10} {'steady/min':>11} {'vs embedded':>12}")
-    for r in rows:
-        ratio = r["steady"] / rows[0]["steady"] if rows[0]["steady"] else float("nan")
-        print(f"{r['label']:<18} {r['items']:>5} {r['wall']:>8.1f} {r['per_min']:>10.1f} {r['steady']:>11.1f} "
-              f"{ratio:>11.2f}x")
+    base = statistics.median(r["steady"] for r in runs["embedded"])
+    for label, rows in runs.items():
+        wall = statistics.median(r["wall"] for r in rows)
+        steady = statistics.median(r["steady"] for r in rows)
+        print(f"{label:<18} {rows[0]['items']:>5} {wall:>8.1f} {args.items / wall * 60:>10.1f} {steady:>11.1f} "
+              f"{steady / base if base else float('nan'):>11.2f}x")
 
 
 if __name__ == "__main__":

@@ -23,14 +23,13 @@ from pathlib import Path
 import pytest
 
 from tests.comfy_host import ensure_tiny_sd15_checkpoint
-from tests.test_workflows_host import TINY_FACEID, png_text_chunks, snapshot
+from tests.test_workflows_host import FAST_OVERRIDES, TINY_FACEID, fast_api, png_text_chunks, snapshot
 
 pytest.importorskip("onnx", reason="the synthesized insightface pack is written with the `onnx` package")
 pytest.importorskip("insightface", reason="the face nodes run insightface")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 WORKFLOW = REPO_ROOT / "workflows" / "faceanon_nullface_sd15_keep_eyes_mouth.json"
-FAST = "resolution = 64\nsteps = 3\nmask_delay = 1"
 FACES = {"p0.png": ((64, 64), 72, 3), "p1.png": ((60, 70), 64, 4), "p2.jpg": ((70, 60), 80, 5),
          "p3.png": ((64, 64), 60, 6), "p4.webp": ((64, 70), 70, 7), "p5.png": ((66, 62), 76, 8),
          "sub/p6.png": ((64, 64), 68, 9)}
@@ -68,7 +67,8 @@ def photos(tmp_path_factory) -> Path:
 def cli_args(host, ckpt: str, inp: Path, out: Path, *extra: str) -> list[str]:
     return ["--workflow", str(WORKFLOW), "--input", str(inp), "--output", str(out),
             "--models-dir", str(host.models_dir), "--checkpoint", ckpt, "--id-adapter", TINY_FACEID,
-            "--set", "FaceAnonLoadFaceAnalysis.provider=CPU", "--set", f"FaceAnonymize.overrides={json.dumps(FAST)}",
+            "--set", "FaceAnonLoadFaceAnalysis.provider=CPU",
+            "--set", f"FaceAnonymize.overrides={json.dumps(FAST_OVERRIDES)}",
             "--threads", "1", "--no-progress", *extra]
 
 
@@ -146,24 +146,14 @@ def test_nothing_is_written_anywhere_else(host, photos, embedded):
 
 def test_output_equals_the_same_workflow_run_as_a_graph(host, models, photos, embedded):
     """Byte for byte: the UI workflow converted and run by ComfyUI with LoadImage and the pack's save node."""
-    from faceanon.workflow import object_info, ui_to_api
+    from faceanon.workflow import object_info
 
-    api = ui_to_api(json.loads(WORKFLOW.read_text()), object_info(host.nodes))
-    for node in api.values():
-        kind, inputs = node["class_type"], node["inputs"]
-        if kind == "LoadImage":
-            shutil.copyfile(photos / "p2.jpg", host.input_dir / "runner_p2.jpg")  # the test's copy, not the runner's
-            inputs["image"] = "runner_p2.jpg"
-        elif kind == "CheckpointLoaderSimple":
-            inputs["ckpt_name"] = models
-        elif kind == "FaceAnonLoadIDAdapter":
-            inputs["adapter"] = TINY_FACEID
-        elif kind == "FaceAnonLoadFaceAnalysis":
-            inputs["provider"] = "CPU"
-        elif kind == "FaceAnonymize":
-            inputs["overrides"] = FAST
-        elif kind == "FaceAnonSaveImage":
-            inputs["filename_prefix"] = "runner_compare/p2"
+    api = fast_api(json.loads(WORKFLOW.read_text()), object_info(host.nodes), models)  # the tests' cut settings
+    source = next(n for n in api.values() if n["class_type"] == "LoadImage")
+    save = next(n for n in api.values() if n["class_type"] == "FaceAnonSaveImage")
+    shutil.copyfile(photos / "p2.jpg", host.input_dir / "runner_p2.jpg")  # the test's copy, not the runner's
+    source["inputs"]["image"] = "runner_p2.jpg"
+    save["inputs"]["filename_prefix"] = "runner_compare/p2"
     try:
         host.run(api)
         saved = list((host.output_dir / "runner_compare").glob("p2_*.png"))
@@ -286,9 +276,8 @@ def write_clip(path: Path, frames: int = 4) -> None:
 
 def test_a_video_is_one_item(host, models, tmp_path):
     """Core LoadVideo (swapped for the runner's path reader) -> frames -> FaceAnonymize -> CreateVideo ->
-    FaceAnonSaveVideo: one MP4 for the clip, recorded once."""
-    if "FaceAnonSaveVideo" not in host.nodes.NODE_CLASS_MAPPINGS:
-        pytest.skip("FaceAnonSaveVideo (the pack's metadata-free video save node) is not in this checkout")
+    FaceAnonSaveVideo: one MP4 for the clip, recorded once. Without the pack's video save node (a checkout before
+    it), the frames go to FaceAnonSaveImage instead: 4 files for one item, which the runner refuses whole."""
     import av
 
     from faceanon.run.cli import main
@@ -310,15 +299,23 @@ def test_a_video_is_one_item(host, models, tmp_path):
                               "threshold": 0.5, "min_face_size": 24}},
              "7": {"class_type": "CreateVideo", "inputs": {"images": ["6", 0], "fps": ["2", 2]}},
              "8": {"class_type": "FaceAnonSaveVideo", "inputs": {"video": ["7", 0], "filename_prefix": "v", "crf": 19}}}
+    has_video_save = "FaceAnonSaveVideo" in host.nodes.NODE_CLASS_MAPPINGS
+    if not has_video_save:
+        del graph["7"]
+        graph["8"] = {"class_type": "FaceAnonSaveImage", "inputs": {"images": ["6", 0], "filename_prefix": "v"}}
     wf = tmp_path / "video_api.json"
     wf.write_text(json.dumps(graph))
     out = tmp_path / "out"
     args = cli_args(host, models, clip, out)
     args[args.index("--workflow") + 1] = str(wf)
-    assert main(args) == 0
+    code = main(args)
     (record,) = read_manifest(out / "faceanon_manifest.jsonl")
-    assert (record["input"], record["output"], record["status"]) == ("walk.mp4", "walk.mp4", "done")
-    assert record["faces"] == 4  # one face a frame
+    assert record["input"] == "walk.mp4" and record["faces"] == 4  # one face a frame
+    if not has_video_save:
+        assert code == 1 and record["status"] == "failed" and "wrote 4 files for one input" in record["error"]
+        assert outputs(out) == {}
+        return
+    assert code == 0 and (record["output"], record["status"]) == ("walk.mp4", "done")
     assert set(outputs(out)) == {"walk.mp4"}
     with av.open(str(out / "walk.mp4")) as container:
         assert sum(1 for _ in container.decode(video=0)) == 4

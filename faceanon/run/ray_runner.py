@@ -20,7 +20,7 @@ import time
 
 from .comfy import Engine, Result, Spec
 from .items import Item
-from .runner import Job, Summary, postfix, progress
+from .runner import Job, Summary, drive
 
 __all__ = ["Worker", "run_ray"]
 
@@ -81,6 +81,16 @@ def _init(address: str, workers: int, object_store_mb: int | None, verbose: bool
                          "(and `ray start --address HEAD:6379` on the other machines), or use --ray local") from exc
 
 
+def _results(dataset, by_rel: dict):
+    """(item, Result) pairs from the workers' rows as they stream in; a worker's setup error stops the run."""
+    for row in dataset.iter_rows():
+        fields = json.loads(row["result"])
+        if fields.pop("fatal"):
+            raise SetupError(f"a Ray worker could not start: {fields['error']}")
+        logger.debug("%s ran on worker pid %s", row["rel"], fields.pop("pid"))
+        yield by_rel[str(row["rel"])], Result(**fields, data=bytes(row["data"]) or None)
+
+
 def run_ray(spec: Spec, job: Job, address: str = "auto", workers: int | None = None,
             gpus_per_worker: float | None = None, cpus_per_worker: float = 1, object_store_mb: int | None = None,
             show_progress: bool = True, verbose: bool = False) -> Summary:
@@ -93,6 +103,7 @@ def run_ray(spec: Spec, job: Job, address: str = "auto", workers: int | None = N
     """
     try:
         import ray
+        import ray.data  # noqa: F401 - Ray Data is the extra's `ray[data]`
     except ImportError as exc:
         raise SetupError("--ray needs the `ray` package (with Ray Data): pip install -r requirements-ray.txt "
                          "(or `pip install 'ray[data]'`)") from exc
@@ -117,19 +128,7 @@ def run_ray(spec: Spec, job: Job, address: str = "auto", workers: int | None = N
         results = ds.map_batches(Worker, fn_constructor_kwargs={"spec": spec}, batch_size=1, batch_format="numpy",
                                  concurrency=workers, num_gpus=gpus_per_worker, num_cpus=cpus_per_worker,
                                  max_restarts=-1, max_task_retries=-1)
-        with job.manifest, progress(len(todo), show_progress, f"anonymizing on {workers} Ray worker(s)") as bar:
-            for row in results.iter_rows():
-                fields = json.loads(row["result"])
-                if fields.pop("fatal"):
-                    raise SetupError(f"a Ray worker could not start: {fields['error']}")
-                logger.debug("%s ran on worker pid %s", row["rel"], fields.pop("pid"))
-                result = Result(**{k: v for k, v in fields.items() if k != "pid"},
-                                data=bytes(row["data"]) or None)
-                if job.finish(by_rel[str(row["rel"])], result) is not None:
-                    bar.update(1)
-                    postfix(bar, job.summary)
-    except KeyboardInterrupt:
-        job.summary.interrupted = True
+        drive(job, _results(results, by_rel), len(todo), show_progress, f"anonymizing on {workers} Ray worker(s)")
     finally:
         ray.shutdown()
         job.summary.seconds = time.monotonic() - start

@@ -17,7 +17,7 @@ from .comfy import Engine, Result, Spec
 from .items import Item, output_relpath
 from .manifest import FINISHED, Manifest
 
-__all__ = ["Job", "Summary", "run_embedded", "write_atomic"]
+__all__ = ["Job", "Summary", "drive", "run_embedded", "write_atomic"]
 
 logger = logging.getLogger(__name__)
 
@@ -138,24 +138,28 @@ def postfix(bar, summary: Summary) -> None:
     bar.set_postfix(done=summary.done, no_face=summary.no_face, failed=len(summary.failed), refresh=False)
 
 
+def drive(job: Job, results, total: int, show_progress: bool, desc: str) -> None:
+    """Finish each (item, result) of `results` as it comes, under the progress bar; Ctrl-C marks the run
+    interrupted (the manifest holds whole records only)."""
+    try:
+        with job.manifest, progress(total, show_progress, desc) as bar:
+            for item, result in results:
+                if job.finish(item, result) is not None:
+                    bar.update(1)
+                    postfix(bar, job.summary)
+    except KeyboardInterrupt:
+        job.summary.interrupted = True
+
+
 def run_embedded(spec: Spec, job: Job, show_progress: bool = True) -> Summary:
     """Run the job's remaining items one by one in this process (ComfyUI booted once)."""
     start = time.monotonic()
     todo = job.todo()
-    if not todo:
-        job.summary.seconds = time.monotonic() - start
-        return job.summary
-    engine = Engine(spec)
-    try:
-        with job.manifest, progress(len(todo), show_progress, "anonymizing") as bar:
-            for item in todo:
-                result = engine.run(item)
-                job.finish(item, result)
-                postfix(bar, job.summary)
-                bar.update(1)
-    except KeyboardInterrupt:
-        job.summary.interrupted = True
-    finally:
-        engine.close()
-        job.summary.seconds = time.monotonic() - start
+    if todo:
+        engine = Engine(spec)
+        try:
+            drive(job, ((item, engine.run(item)) for item in todo), len(todo), show_progress, "anonymizing")
+        finally:
+            engine.close()
+    job.summary.seconds = time.monotonic() - start
     return job.summary
