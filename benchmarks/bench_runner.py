@@ -1,8 +1,8 @@
 """Headless runner throughput: items per minute, embedded (one process) vs Ray Data with 1 and 2 local actors,
 side by side in one run, on the same photos, tiny models and workflow.
 
-Models: the tests' stand-ins (random SD1.5-layout checkpoint with a shallow UNet, FaceID file with real key names,
-synthesized buffalo_l pack; tests/workflow_assets.py). Photos: 128x128 synthetic portraits, one face each.
+Models: the tests' stand-ins from dev/ (random SD1.5-layout checkpoint with a shallow UNet, FaceID file with real
+key names, synthesized buffalo_l pack). Photos: 128x128 synthetic portraits, one face each.
 Workflow: workflows/faceanon_nullface_sd15_keep_eyes_mouth.json (UI format) with `--set` cutting the work to
 resolution 64 and 3 steps, so the numbers are about the runner's overhead and scaling, not diffusion.
 
@@ -30,6 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -37,25 +39,36 @@ WORKFLOW = ROOT / "workflows" / "faceanon_nullface_sd15_keep_eyes_mouth.json"
 FAST = "resolution = 64\nsteps = 3\nmask_delay = 1"
 
 
+def make_assets(root: Path, n: int) -> None:
+    """Tiny models under root/models (ComfyUI's layout) and n photos under root/photos. Runs in a child process
+    (`--make-assets`): the checkpoint is written with ComfyUI's modules, booted on the CPU here."""
+    from comfy.cli_args import args
+
+    args.cpu = True
+    from PIL import Image
+
+    from dev.faceid_files import faceid_state_dict, write_bin
+    from dev.onnx_packs import draw_face, write_pack
+    from dev.tiny_models import SD15_SHALLOW_UNET, write_sd15_checkpoint
+    from faceanon import faceid as CF
+
+    models = root / "models"
+    for sub in ("checkpoints", "ipadapter"):
+        (models / sub).mkdir(parents=True)
+    write_sd15_checkpoint(models / "checkpoints" / "tiny.safetensors")
+    layers = CF.layout_from_unet_config(SD15_SHALLOW_UNET)
+    write_bin(faceid_state_dict(layers, rank=8, seed=4, kv_scale=0.2), models / "ipadapter" / "tiny_faceid.bin")
+    write_pack(models / "insightface" / "models" / "buffalo_l", "buffalo_l")
+    (root / "photos").mkdir()
+    for k in range(n):
+        background = np.full((128, 128, 3), (0.45, 0.65, 0.45), np.float32)  # greenish: no magenta but the face
+        face = draw_face(background, (56 + k % 16, 64), 64 + k % 20, k)
+        Image.fromarray((face * 255).round().astype(np.uint8)).save(root / "photos" / f"p{k:03d}.png")
+
+
 def prepare(root: Path, comfyui: Path, n: int) -> Path:
-    """Tiny models under root/models, n photos under root/photos (in a child process: ComfyUI on the CPU)."""
-    code = f"""
-import sys
-sys.path.insert(0, {str(ROOT)!r}); sys.path.append({str(comfyui)!r})
-from comfy.cli_args import args; args.cpu = True
-from pathlib import Path
-from PIL import Image
-from tests.tiny_models import write_sd15_checkpoint
-from tests.workflow_assets import face_photo, install_tiny_models
-root = Path({str(root)!r})
-write_sd15_checkpoint(root / "ckpt.safetensors")
-install_tiny_models(root / "models", root / "ckpt.safetensors", ["tiny.safetensors"], ["tiny_faceid.bin"])
-(root / "photos").mkdir()
-for k in range({n}):
-    face = ((56 + k % 16, 64), 64 + k % 20, k)
-    Image.fromarray(face_photo((128, 128), [face], k)).save(root / "photos" / f"p{{k:03d}}.png")
-"""
-    subprocess.run([sys.executable, "-c", code], check=True)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(comfyui)])}
+    subprocess.run([sys.executable, __file__, "--make-assets", str(root), "--items", str(n)], env=env, check=True)
     return root / "photos"
 
 
@@ -93,7 +106,11 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=2,
                    help="rounds; the order alternates (forward, backward) so that load changes hit all alike")
     p.add_argument("--comfyui", default=os.environ.get("COMFYUI_PATH"))
+    p.add_argument("--make-assets", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.make_assets:
+        make_assets(args.make_assets, args.items)
+        return
     if not args.comfyui:
         raise SystemExit("set COMFYUI_PATH (or --comfyui) to a ComfyUI folder")
     os.environ["COMFYUI_PATH"] = args.comfyui

@@ -10,9 +10,11 @@ makes the stochastic sampler land exactly on the next stored latent. Replaying t
 maps and the same denoiser reproduces the trajectory exactly; a different denoiser (another identity) moves only
 what it changes.
 
-The last step of a schedule that ends at sigma 0 is a plain denoise with no noise term: no noise map can
-correct it. Its error, ``x0 - denoised``, is kept as `final_residual`; replay may add it back (exact
-reconstruction) or drop it (the papers' behaviour: the residual is a faint copy of the original's finest detail).
+The last step lands on the clean latent ``x0`` itself (as in both reference pipelines, algorithms.md A.3, B.2). What
+it needs on top of the solver's deterministic part, ``x0 - mu`` (its noise term when the schedule ends above sigma 0,
+the plain denoise's error when it ends at 0), is kept as `final_residual`. Replay adds it back or drops it:
+Reverse Personalization keeps its last noise map (exact reconstruction, and the last step injects a faint copy of the
+original's finest detail); NullFace zeroes it (its sample ends on the solver's own last step).
 """
 
 from __future__ import annotations
@@ -38,9 +40,9 @@ class Inversion:
     Attributes:
         x0 (`torch.Tensor`): the clean latent that was inverted (the denoiser's space).
         x_start (`torch.Tensor`): the noisy latent at ``sigmas[0]`` where sampling starts.
-        noises (`torch.Tensor`): ``[steps, *x0.shape]`` noise maps in sampling order; zero for a step without
-            a noise term (the last step when it goes to sigma 0).
-        final_residual (`torch.Tensor | None`): ``target - denoised`` of a last step that goes to sigma 0.
+        noises (`torch.Tensor`): ``[steps, *x0.shape]`` noise maps in sampling order; the last one is zero (the
+            last step's correction is `final_residual`).
+        final_residual (`torch.Tensor`): ``x0 - mu`` of the last step: what lands it exactly on ``x0``.
         sigmas (`torch.Tensor`): the schedule, ``steps + 1`` values in sampling order.
         solver (`str`): one of `SOLVERS`.
         eta (`float`): stochasticity of the solver, in (0, 1].
@@ -49,7 +51,7 @@ class Inversion:
     x0: torch.Tensor
     x_start: torch.Tensor
     noises: torch.Tensor
-    final_residual: torch.Tensor | None
+    final_residual: torch.Tensor
     sigmas: torch.Tensor
     solver: str
     eta: float
@@ -155,8 +157,9 @@ def invert(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, extra_args: d
     n = len(sigmas) - 1
     s_in = x.new_ones([x.shape[0]])
     draws = torch.randn((n + 1, *x.shape), generator=generator, dtype=torch.float32)
-    # Independent noisy latents x_i = x0 + sigma_i n_i; the last one is x0 itself when sigmas end at 0.
+    # Independent noisy latents x_i = x0 + sigma_i n_i; the last step's target is x0 itself.
     xs = [x + float(s) * draws[i].to(x.device, x.dtype) for i, s in enumerate(sigmas.tolist())]
+    xs[n] = x
     noises = torch.zeros((n, *x.shape), dtype=x.dtype)
     final_residual = None
     history: dict[str, Any] = {}
@@ -164,12 +167,12 @@ def invert(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, extra_args: d
         sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
         denoised = model(xs[i], sigma * s_in, **extra_args)
         mu, sigma_up = _step(solver, xs[i], denoised, sigma, sigma_next, eta, history)
-        if sigma_up > 0:
+        if i < n - 1:
             z = (xs[i + 1] - mu) / sigma_up
             noises[i] = z.cpu()
             xs[i + 1] = mu + sigma_up * z  # keeps the chain consistent with what replay computes
         else:
-            final_residual = (xs[i + 1] - mu).cpu()
+            final_residual = (xs[n] - mu).cpu()
         if callback is not None:
             callback({"x": xs[i + 1], "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i], "denoised": denoised})
     return Inversion(x0=x.detach().cpu(), x_start=xs[0].detach().cpu(), noises=noises,
@@ -193,8 +196,9 @@ def sample_replay(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, extra_
         callback (`Callable`, *optional*): called after each step with k-diffusion's keys.
         disable (`bool`, *optional*): unused (k-diffusion signature).
         inversion (`Inversion`): the noise maps and solver to replay.
-        keep_final_residual (`bool`, defaults to False): add the inversion's final residual at the last step
-            (exact reconstruction) instead of ending on the plain denoise (the papers' behaviour).
+        keep_final_residual (`bool`, defaults to False): end the last step on the inversion's target (its noise
+            map kept: Reverse Personalization, exact reconstruction) instead of on the solver's deterministic part
+            (its noise map zeroed: NullFace).
 
     Returns:
         `torch.Tensor`: the sampled latent.
@@ -217,12 +221,12 @@ def sample_replay(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, extra_
         sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
         denoised = model(x, sigma * s_in, **extra_args)
         mu, sigma_up = _step(inversion.solver, x, denoised, sigma, sigma_next, inversion.eta, history)
-        if sigma_up > 0:
+        if i < len(sigmas) - 2:
             x = mu + sigma_up * inversion.noises[i].to(x.device, x.dtype)
+        elif keep_final_residual:
+            x = mu + inversion.final_residual.to(x.device, x.dtype)
         else:
             x = mu
-            if keep_final_residual and inversion.final_residual is not None:
-                x = x + inversion.final_residual.to(x.device, x.dtype)
         if callback is not None:
             callback({"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i], "denoised": denoised})
     return x

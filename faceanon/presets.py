@@ -1,14 +1,24 @@
 """The two papers' settings as presets, with text overrides.
 
 A preset sets every knob of the method; `apply_overrides` changes any of them from ``key = value`` lines, so a user
-gets the published behaviour without reading the papers and can still change everything.
+gets the published behaviour without reading the papers and can still change everything. Each knob's type, range
+and tooltip are declared once, in `faceanon.knobs`.
+
+Each preset replays its reference pipeline exactly (algorithms.md A.3-A.5, B.2-B.3): the timesteps (see
+faceanon.schedules: each solver uses its paper's spacing, and both end with a step to timestep 0), the conditioning
+of inversion and sampling, and the last step (NullFace zeroes its last noise map, Reverse Personalization keeps it).
+Reverse Personalization uses one guidance scale for inversion and sampling: see `tie_guidance`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, fields, replace
 
-__all__ = ["Settings", "PRESETS", "apply_overrides", "describe"]
+from .guidance import cfg_mismatch
+from .knobs import knob
+
+__all__ = ["Settings", "PRESETS", "apply_overrides", "describe", "tie_guidance", "guidance_warning"]
 
 
 @dataclass(frozen=True)
@@ -17,7 +27,7 @@ class Settings:
 
     solver: str            # inversion / replay solver: "ddpm" or "dpmpp_2m_sde"
     steps: int             # sampling steps = inversion steps (model evaluations per branch)
-    skip: float            # fraction of the diffusion range left untouched (see faceanon.schedules)
+    skip: float            # fraction of the schedule left untouched (see faceanon.schedules)
     eta: float             # solver stochasticity (0, 1]
     inversion_cfg: float   # guidance scale during inversion (1 = positive only)
     cfg: float             # sampling guidance scale; negative pushes away from the conditional branch
@@ -30,29 +40,24 @@ class Settings:
     margin: float          # face framing (1.0 = FFHQ-like)
     adapter_weight: float  # IP-Adapter FaceID attention weight
     lora_strength: float   # strength of the FaceID LoRA
-    keep_final_residual: bool  # add the inversion's final residual back (exact reconstruction)
+    keep_final_residual: bool  # keep the last step's noise map (RP; lands on the inversion) or zero it (NullFace)
 
 
 PRESETS: dict[str, Settings] = {
-    # NullFace (FG 2026): SD1.5, DDPM eta 1, replay the last 30 of 100 steps, text "" in both branches, no CFG
-    # during inversion, negated identity with guidance +10, mask after 10 steps.
+    # NullFace (FG 2026): SD1.5, DDPM eta 1 on the 100-step leading schedule, replaying its last 30 steps (timesteps
+    # 291, 281, ..., 1, then to timestep 0 with the last noise map zeroed), text "" in both branches, no CFG during
+    # inversion, negated identity with guidance +10, face mask after 10 steps.
     "NullFace (SD1.5)": Settings(
         solver="ddpm", steps=30, skip=0.7, eta=1.0, inversion_cfg=1.0, cfg=10.0, identity_scale=-1.0,
         zero_negative=False, gate_face=True, mask_delay=10, mask_feather=0.0, resolution=512, margin=1.0,
         adapter_weight=1.0, lora_strength=1.0, keep_final_residual=False),
-    # Reverse Personalization (WACV 2026): SDXL, DPM-Solver++ 2M SDE, 100 steps within the last 30% of the range,
-    # inversion CFG -10 between the zeroed and the "" prompt, positive identity with guidance -10.
+    # Reverse Personalization (WACV 2026): SDXL, DPM-Solver++ 2M SDE, timesteps int(linspace(299, 1, 100)) then 0
+    # with the last noise map kept, one guidance scale -10 for inversion (between the zeroed and the "" prompt) and
+    # sampling (positive identity), no mask.
     "Reverse Personalization (SDXL)": Settings(
         solver="dpmpp_2m_sde", steps=100, skip=0.7, eta=1.0, inversion_cfg=-10.0, cfg=-10.0, identity_scale=1.0,
         zero_negative=True, gate_face=False, mask_delay=0, mask_feather=0.0, resolution=1024, margin=1.0,
-        adapter_weight=1.0, lora_strength=1.0, keep_final_residual=False),
-}
-
-_RANGES = {
-    "solver": ("ddpm", "dpmpp_2m_sde"),
-    "steps": (1, 1000), "skip": (0.0, 0.99), "eta": (0.01, 1.0), "inversion_cfg": (-30.0, 30.0),
-    "cfg": (-30.0, 30.0), "identity_scale": (-5.0, 5.0), "mask_delay": (0, 1000), "mask_feather": (0.0, 16.0),
-    "resolution": (64, 2048), "margin": (0.5, 3.0), "adapter_weight": (-2.0, 3.0), "lora_strength": (-2.0, 3.0),
+        adapter_weight=1.0, lora_strength=1.0, keep_final_residual=True),
 }
 
 
@@ -61,25 +66,25 @@ def describe(settings: Settings) -> str:
     return "\n".join(f"{f.name} = {getattr(settings, f.name)}" for f in fields(Settings))
 
 
-def _parse(key: str, raw: str, kind: type):
-    if kind is bool:
+def _parse(key: str, raw: str):
+    """The value of one ``key = raw`` line, of the knob's type and within its range (`faceanon.knobs`)."""
+    spec = knob(key)
+    if spec.kind is bool:
         low = raw.lower()
         if low in ("true", "yes", "1", "on"):
             return True
         if low in ("false", "no", "0", "off"):
             return False
         raise ValueError(f"override {key} = {raw!r}: expected true or false")
+    kind = spec.kind
     try:
         value = kind(float(raw)) if kind is int and raw.replace(".", "", 1).isdigit() else kind(raw)
     except ValueError as e:
         raise ValueError(f"override {key} = {raw!r}: expected a {kind.__name__}") from e
-    allowed = _RANGES.get(key)
-    if isinstance(allowed, tuple) and allowed and isinstance(allowed[0], str):
-        if value not in allowed:
-            raise ValueError(f"override {key} = {raw!r}: allowed values are {', '.join(allowed)}")
-    elif allowed is not None and not allowed[0] <= value <= allowed[1]:
-        raise ValueError(f"override {key} = {value}: allowed range is {allowed[0]} to {allowed[1]}")
-    return value
+    try:
+        return spec.check(key, value)
+    except ValueError as e:
+        raise ValueError(f"override {e}") from None
 
 
 def apply_overrides(preset: str | Settings, text: str = "") -> Settings:
@@ -96,8 +101,7 @@ def apply_overrides(preset: str | Settings, text: str = "") -> Settings:
         if preset not in PRESETS:
             raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
         preset = PRESETS[preset]
-    kinds = {f.name: f.type for f in fields(Settings)}
-    types = {"str": str, "int": int, "float": float, "bool": bool}
+    known = [f.name for f in fields(Settings)]
     changes = {}
     for n, line in enumerate(text.splitlines(), 1):
         line = line.split("#", 1)[0].strip()
@@ -106,7 +110,32 @@ def apply_overrides(preset: str | Settings, text: str = "") -> Settings:
         if "=" not in line:
             raise ValueError(f"override line {n} {line!r}: expected 'key = value'")
         key, raw = (s.strip() for s in line.split("=", 1))
-        if key not in kinds:
-            raise ValueError(f"override line {n}: unknown key {key!r}; known keys: {', '.join(kinds)}")
-        changes[key] = _parse(key, raw, types[str(kinds[key])])
-    return replace(preset, **changes)
+        if key not in known:
+            raise ValueError(f"override line {n}: unknown key {key!r}; known keys: {', '.join(known)}")
+        changes[key] = _parse(key, raw)
+    return tie_guidance(preset, replace(preset, **changes), changes)
+
+
+def tie_guidance(preset: Settings, settings: Settings, given: Collection[str]) -> Settings:
+    """One guidance scale for inversion and sampling where the preset uses one (Reverse Personalization).
+
+    When `preset`'s ``cfg`` and ``inversion_cfg`` are equal and the overrides (`given`, the keys set) set only one of
+    them, the other follows: ``cfg = -7.5`` on Reverse Personalization inverts and samples at -7.5, as its reference
+    pipeline does. Setting both, or a preset with two scales (NullFace: its texts are equal, so its inversion scale
+    is moot), keeps them as given; `guidance_warning` says what a mismatch breaks.
+    """
+    if preset.cfg != preset.inversion_cfg:
+        return settings
+    if "cfg" in given and "inversion_cfg" not in given:
+        return replace(settings, inversion_cfg=settings.cfg)
+    if "inversion_cfg" in given and "cfg" not in given:
+        return replace(settings, cfg=settings.inversion_cfg)
+    return settings
+
+
+def guidance_warning(settings: Settings) -> str | None:
+    """What these settings break by sampling with a scale other than the inversion's, or None.
+
+    The texts of the two branches differ exactly when the unconditional one is the zeroed prompt.
+    """
+    return cfg_mismatch(settings.cfg, settings.inversion_cfg, texts_differ=settings.zero_negative)

@@ -9,7 +9,6 @@ feathered face-shaped mask. Never fails open: an image without a face either sto
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 
 import comfy.utils
@@ -18,12 +17,13 @@ import torch
 
 from ..faceanon import faces as F
 from ..faceanon.guidance import restore_outside
-from ..faceanon.presets import PRESETS, apply_overrides, describe
+from ..faceanon.presets import PRESETS, apply_overrides, describe, guidance_warning
 from ..faceanon.verify import analysis_embedder
-from .faces import progress_callback
+from .faces import IF_NO_FACE, progress_callback, ui_payload
 from .guidance import encode_prompt, identity_guider, zero_out
 from .id_adapter import apply_id_adapter
 from .inversion import InversionNoise, invert_latent, replay_sampler
+from .knobs import knob_input
 from .types import FaceAnalysis, IDAdapter, io
 
 logger = logging.getLogger(__name__)
@@ -45,24 +45,33 @@ def face_seed(seed: int, face_number: int) -> int:
     return int.from_bytes(digest[:8], "little") & 0xFFFFFFFFFFFFFFFF
 
 
-def gate_masks(faces, crops, settings, keep: tuple[str, ...]) -> torch.Tensor | None:
+def gate_masks(faces, crop_info, settings, keep: tuple[str, ...]) -> torch.Tensor | None:
     """[N, S, S] masks in crop coordinates of where the identity may change (1 = change), or None (whole crop)."""
     if not keep and not settings.gate_face:
         return None
-    face = F.region_mask(faces, "face", mode="anonymize", coordinates="crop", crops=crops)
+    face = F.region_mask(faces, "face", mode="anonymize", coordinates="crop", crop_info=crop_info)
     if not keep:
         return face
-    kept = F.region_mask(faces, "+".join(keep), mode="keep", coordinates="crop", crops=crops)
+    kept = F.region_mask(faces, "+".join(keep), mode="keep", coordinates="crop", crop_info=crop_info)
     return face * kept
 
 
 def anonymize(images, model, clip, vae, analysis, adapter, settings, seed: int, attribute=None, keep=(),
-              threshold: float = 0.5, min_face_size: float = 24, if_no_face: str = "error",
-              color_match: str = "mean"):
-    """Anonymize every face; returns (images, changed mask [B, H, W], report dict)."""
-    faces = F.detect(analysis, images, threshold=threshold, min_face_size=min_face_size, if_no_face=if_no_face)
+              threshold: float = 0.5, min_face_size: float = 24, if_no_face: F.IfNoFace = F.IfNoFace.ERROR,
+              color_match: str = "mean", faces=None, face_seeds=None, identities=None):
+    """Anonymize every face; returns (images, changed mask [B, H, W], report dict).
+
+    `faces` (already detected, e.g. a chunk of tracked faces) skips detection; `face_seeds` and `identities` (one
+    per face: a seed, a [512] normalised embedding) replace the per-face seed and the face's own embedding (video:
+    every face of a track uses the track's seed and identity)."""
+    if faces is None:
+        faces = F.detect(analysis, images, threshold=threshold, min_face_size=min_face_size, if_no_face=if_no_face)
     report = {"settings": describe(settings).splitlines(), "faces": [], "not_anonymized_images": list(faces.missing),
-              "notes": list(faces.notes)}
+              "notes": list(faces.notes), "warnings": []}
+    mismatch = guidance_warning(settings)
+    if mismatch:
+        logger.warning("FaceAnonymize: %s", mismatch)
+        report["warnings"].append(mismatch)
     if len(faces) == 0:
         return images.clone(), torch.zeros(images.shape[:3]), report
     crops, info = F.crop_faces(images, faces, size=settings.resolution, margin=settings.margin)
@@ -74,18 +83,19 @@ def anonymize(images, model, clip, vae, analysis, adapter, settings, seed: int, 
     outputs = []
     for k, face in enumerate(faces):
         tick(k, len(faces))  # also honours Cancel between faces
-        if face.embedding is None:
+        if face.embedding is None and identities is None:
             raise ValueError(f"face {k} (image {face.image_index}) has no ArcFace embedding: the face analysis pack "
                              f"{faces.model!r} has no recognizer, so it cannot be anonymized")
-        s = face_seed(seed, k)
+        s = face_seed(seed, k) if face_seeds is None else int(face_seeds[k])
+        embedding = face.embedding if identities is None else np.asarray(identities[k], np.float32)
         crop = crops[k:k + 1, :, :, :3]
         latent = {"samples": vae.encode(crop)}
         inverted = invert_latent(patched, positive, negative, latent, settings.solver, settings.steps, settings.skip,
                                  settings.eta, settings.inversion_cfg, s)
         mask = None if masks is None else masks[k:k + 1]
-        guider = identity_guider(patched, positive, negative, torch.from_numpy(face.embedding)[None],
+        guider = identity_guider(patched, positive, negative, torch.from_numpy(embedding)[None],
                                  settings.identity_scale, settings.cfg, attribute, mask, settings.mask_delay,
-                                 settings.mask_feather)
+                                 settings.mask_feather, inversion=inverted)
         noise = InversionNoise(inverted).generate_noise(latent)
         sampled = guider.sample(noise, latent["samples"], replay_sampler(inverted, settings.keep_final_residual),
                                 inverted.core.sigmas, disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=s)
@@ -110,6 +120,8 @@ def anonymize(images, model, clip, vae, analysis, adapter, settings, seed: int, 
     # original's keypoints. FaceAnonVerify is the full check (second alignment, thresholds, actions).
     embed = analysis_embedder(analysis)
     for entry, face in zip(report["faces"], faces, strict=True):
+        if face.embedding is None:  # an interpolated video face: no detection to compare with
+            continue
         after = embed(pasted[face.image_index], face.kps[None])[0]
         entry["identity_similarity"] = round(float(np.dot(face.embedding, after)), 4)
     return pasted, changed, report
@@ -122,6 +134,7 @@ def format_report(report: dict) -> str:
                      f"ArcFace similarity to the original {f.get('identity_similarity', 'n/a')}")
     for i in report["not_anonymized_images"]:
         lines.append(f"  WARNING: image {i}: no face found, NOT anonymized (passed through)")
+    lines += [f"  WARNING: {w}" for w in report.get("warnings", ())]
     return "\n".join(lines)
 
 
@@ -146,27 +159,28 @@ class FaceAnonymize(io.ComfyNode):
                 FaceAnalysis.Input("face_analysis"),
                 IDAdapter.Input("id_adapter"),
                 io.Combo.Input("preset", options=list(PRESETS), default="NullFace (SD1.5)",
-                               tooltip="NullFace: SD1.5, 30 DDPM steps, negated identity, cfg +10, face mask after "
-                                       "10 steps. Reverse Personalization: SDXL, 100 DPM-Solver++ steps, positive "
-                                       "identity, cfg -10, attribute prompt."),
+                               tooltip="NullFace: SD1.5, the last 30 of 100 DDPM steps, negated identity, cfg +10, "
+                                       "face mask after 10 steps. Reverse Personalization: SDXL, 100 DPM-Solver++ "
+                                       "steps, positive identity, one cfg -10 for inversion and sampling, attribute "
+                                       "prompt. Both replay their reference pipeline's timesteps and last step."),
                 io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True,
                              tooltip="Each face's seed is derived from this one (face number k -> its own seed)."),
                 io.Combo.Input("keep", options=list(KEEP_CHOICES), default="nothing",
                                tooltip="Face regions kept as in the photo (the real eyes / mouth...); the rest of "
                                        "the face is anonymized."),
-                io.Combo.Input("if_no_face", options=list(F.IF_NO_FACE), default="error",
+                io.Combo.Input("if_no_face", options=list(IF_NO_FACE), default="error",
                                tooltip="An image without a face: stop with an error, or pass it through flagged as "
                                        "NOT anonymized in the report."),
                 io.String.Input("overrides", default="", multiline=True,
-                                tooltip="Optional 'key = value' lines overriding the preset, e.g. 'cfg = -7.5' or "
-                                        "'steps = 50'. Keys: " + ", ".join(describe(PRESETS["NullFace (SD1.5)"])
+                                tooltip="Optional 'key = value' lines overriding the preset, e.g. 'cfg = 7.5' or "
+                                        "'steps = 50' (Reverse Personalization: 'cfg = -7.5' sets its inversion's "
+                                        "scale too). Keys: " + ", ".join(describe(PRESETS["NullFace (SD1.5)"])
                                                                            .replace(" = ", "=").splitlines())),
                 io.Conditioning.Input("attribute_prompt", optional=True,
                                       tooltip="From Attribute Prompt: replaces the unconditional text during "
                                               "sampling (age, sex, ethnicity)."),
-                io.Float.Input("threshold", default=0.5, min=0.05, max=0.95, step=0.01,
-                               tooltip="Face detector threshold."),
-                io.Int.Input("min_face_size", default=24, min=4, max=4096, tooltip="Smallest face to find, pixels."),
+                knob_input("detection_threshold", "threshold"),
+                knob_input("min_face_size"),
             ],
             outputs=[
                 io.Image.Output(display_name="image"),
@@ -181,9 +195,10 @@ class FaceAnonymize(io.ComfyNode):
                 min_face_size=24) -> io.NodeOutput:
         settings = apply_overrides(preset, overrides)
         out, changed, report = anonymize(image, model, clip, vae, face_analysis, id_adapter, settings, seed,
-                                         attribute_prompt, KEEP_CHOICES[keep], threshold, min_face_size, if_no_face)
+                                         attribute_prompt, KEEP_CHOICES[keep], threshold, min_face_size,
+                                         IF_NO_FACE[if_no_face])
         text = format_report(report)
-        ui = {"text": [text], "faceanon_report": [json.dumps({k: v for k, v in report.items() if k != "settings"})]}
+        ui = ui_payload(text, {k: v for k, v in report.items() if k != "settings"})
         return io.NodeOutput(out, changed, text, ui=ui)
 
 

@@ -5,7 +5,7 @@ import os
 
 import folder_paths
 
-from . import anonymize, faces, guidance, id_adapter, inversion, save, verify
+from . import anonymize, faces, guidance, id_adapter, inversion, reference, save, tracking, verify, video
 from .types import ComfyExtension, io
 
 logger = logging.getLogger(__name__)
@@ -35,4 +35,4 @@ class FaceAnonExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
         register_model_folders()
         return [*inversion.NODES, *faces.NODES, *id_adapter.NODES, *guidance.NODES, *anonymize.NODES, *verify.NODES,
-                *save.NODES]
+                *save.NODES, *tracking.NODES, *reference.NODES, *video.NODES]

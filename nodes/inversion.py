@@ -19,9 +19,10 @@ import comfy.utils
 import latent_preview
 import torch
 
-from ..faceanon import inversion as core
-from ..faceanon.schedules import inversion_sigmas
+from ..faceanon import inversion as edit_inversion
+from ..faceanon.schedules import SPACING, inversion_sigmas
 from .id_adapter import with_branch_identities
+from .knobs import knob_input
 from .types import Inversion, io
 
 logger = logging.getLogger(__name__)
@@ -32,13 +33,18 @@ class InvertedLatent:
     """What flows on a FACEANON_INVERSION socket: the core inversion plus what the host's sampler needs.
 
     `start_noise` is the NOISE that KSAMPLER's ``noise_scaling(sigmas[0], noise, latent)`` turns back into the
-    inversion's start latent when `latent_image` is the LATENT that was inverted.
+    inversion's start latent when `latent_image` is the LATENT that was inverted. `positive`, `negative` and `cfg` are
+    the conditioning the inversion's predictions were made with (null identity in both branches): the identity
+    guider's identity-free prediction uses exactly these.
     """
 
-    core: core.Inversion
+    core: edit_inversion.Inversion
     start_noise: torch.Tensor
     seed: int
     prediction: str
+    positive: list | None = None
+    negative: list | None = None
+    cfg: float = 1.0
 
 
 def null_identity_model(model):
@@ -68,7 +74,7 @@ def prediction_type(model) -> str:
     raise ValueError(f"unsupported model sampling {type(ms).__name__}: FaceAnon supports EPS and V-prediction models")
 
 
-def _start_noise(model, latent: torch.Tensor, inv: core.Inversion) -> torch.Tensor:
+def _start_noise(model, latent: torch.Tensor, inv: edit_inversion.Inversion) -> torch.Tensor:
     """NOISE such that KSAMPLER's noise_scaling(sigmas[0], noise, process_latent_in(latent)) == inv.x_start."""
     ms = model.get_model_object("model_sampling")
     sigma0 = float(inv.sigmas[0])
@@ -78,13 +84,19 @@ def _start_noise(model, latent: torch.Tensor, inv: core.Inversion) -> torch.Tens
     return ((inv.x_start - inv.x0) / scale).to(latent.dtype)
 
 
+def schedule_sigmas(model, solver: str, steps: int, skip: float) -> torch.Tensor:
+    """The model's sigmas at the timesteps of `solver`'s reference pipeline (faceanon.schedules)."""
+    if solver not in SPACING:
+        raise ValueError(f"solver must be one of {tuple(SPACING)}, got {solver!r}")
+    return inversion_sigmas(model.get_model_object("model_sampling").sigmas, steps, skip, SPACING[solver])
+
+
 def invert_latent(model, positive, negative, latent: dict, solver: str, steps: int, skip: float, eta: float,
                   cfg: float, seed: int) -> InvertedLatent:
     """Run the inversion through ComfyUI's own sampling machinery (guider, conds, hooks, model loading)."""
     pred = prediction_type(model)
     model = null_identity_model(model)
-    ms = model.get_model_object("model_sampling")
-    sigmas = inversion_sigmas(ms.sigmas, steps, skip)
+    sigmas = schedule_sigmas(model, solver, steps, skip)
     samples = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
     guider = comfy.samplers.CFGGuider(model)
     guider.set_conds(positive, negative)
@@ -93,8 +105,8 @@ def invert_latent(model, positive, negative, latent: dict, solver: str, steps: i
     generator = torch.Generator("cpu").manual_seed(seed)
 
     def run(denoiser, x, sigmas, extra_args=None, callback=None, disable=None):
-        out["inversion"] = core.invert(denoiser, x, sigmas, extra_args, callback, disable, solver=solver, eta=eta,
-                                       generator=generator)
+        out["inversion"] = edit_inversion.invert(denoiser, x, sigmas, extra_args, callback, disable, solver=solver,
+                                                 eta=eta, generator=generator)
         return out["inversion"].x_start.to(x.device, x.dtype)
 
     progress = latent_preview.prepare_callback(model, steps)
@@ -106,7 +118,8 @@ def invert_latent(model, positive, negative, latent: dict, solver: str, steps: i
     guider.sample(torch.zeros_like(samples), samples, comfy.samplers.KSAMPLER(run), sigmas, callback=callback,
                   disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
     inv = out["inversion"]
-    return InvertedLatent(core=inv, start_noise=_start_noise(model, samples, inv), seed=seed, prediction=pred)
+    return InvertedLatent(core=inv, start_noise=_start_noise(model, samples, inv), seed=seed, prediction=pred,
+                          positive=positive, negative=negative, cfg=float(cfg))
 
 
 class InversionNoise:
@@ -128,17 +141,11 @@ class InversionNoise:
 
 def replay_sampler(inverted: InvertedLatent, keep_final_residual: bool) -> comfy.samplers.KSAMPLER:
     """A SAMPLER that replays the inversion's noise maps with whatever guider it is given."""
-    return comfy.samplers.KSAMPLER(core.sample_replay, extra_options={
-        "inversion": inverted.core, "keep_final_residual": keep_final_residual})
+    return comfy.samplers.KSAMPLER(edit_inversion.sample_replay, extra_options={
+                  "inversion": inverted.core, "keep_final_residual": keep_final_residual})
 
 
-SOLVER_TOOLTIP = ("ddpm: edit-friendly DDPM inversion (NullFace). dpmpp_2m_sde: edit-friendly DPM-Solver++ 2M SDE "
-                  "inversion (Reverse Personalization / LEDITS++). Replay uses the same solver.")
-SKIP_TOOLTIP = ("Fraction of the diffusion range left untouched: sampling starts at timestep round((1-skip)*1000)-1 "
-                "and runs `steps` steps down to the clean image. Higher keeps more of the photo. NullFace's 'skip 70 "
-                "of 100 steps' is skip 0.70 with steps 30; Reverse Personalization's 'skip 0.7' is skip 0.70 with "
-                "steps 100.")
-FINAL_STEP = {
+FINAL_STEP = {  # labels are saved in workflows: never rename them
     "drop residual (anonymize)": False,
     "keep residual (exact reconstruction)": True,
 }
@@ -163,15 +170,11 @@ class FaceAnonInvert(io.ComfyNode):
                 io.Conditioning.Input("negative", tooltip="Inversion negative conditioning (used only when cfg != 1; "
                                                           "Reverse Personalization uses a zeroed prompt)."),
                 io.Latent.Input("latent_image", tooltip="The encoded image to invert (VAEEncode)."),
-                io.Combo.Input("solver", options=list(core.SOLVERS), default="ddpm", tooltip=SOLVER_TOOLTIP),
-                io.Int.Input("steps", default=30, min=1, max=1000, tooltip="Steps replayed by sampling; the inversion "
-                                                                            "costs exactly this many evaluations."),
-                io.Float.Input("skip", default=0.7, min=0.0, max=0.99, step=0.01, tooltip=SKIP_TOOLTIP),
-                io.Float.Input("eta", default=1.0, min=0.01, max=1.0, step=0.01,
-                               tooltip="Solver stochasticity; 1 = DDPM / SDE (the papers). Must be > 0."),
-                io.Float.Input("cfg", default=1.0, min=-30.0, max=30.0, step=0.1, round=0.01,
-                               tooltip="Inversion guidance scale; 1 = positive only (NullFace), -10 between the "
-                                       "empty and zeroed prompts (Reverse Personalization)."),
+                knob_input("solver"),
+                knob_input("steps"),
+                knob_input("skip"),
+                knob_input("eta"),
+                knob_input("inversion_cfg", "cfg", round=0.01),
                 io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True,
                              tooltip="Seed of the independent noisy latents of the inverted trajectory."),
             ],
@@ -216,10 +219,11 @@ class FaceAnonReplaySampler(io.ComfyNode):
             inputs=[
                 Inversion.Input("inversion"),
                 io.Combo.Input("final_step", options=list(FINAL_STEP), default="drop residual (anonymize)",
-                               tooltip="The last step goes to sigma 0 and has no noise map. 'drop' ends on the "
-                                       "model's own denoise (the papers; right for anonymization: the residual is a "
-                                       "faint copy of the original's finest detail). 'keep' adds the inversion's "
-                                       "residual back: exact reconstruction."),
+                               tooltip="The last step (to timestep 0). 'drop' zeroes its noise map and ends on "
+                                       "the solver's own step, as NullFace does. 'keep' injects it, as Reverse "
+                                       "Personalization does: the inversion lands exactly on the photo's latent "
+                                       "(exact reconstruction), and the last step carries a faint copy of the "
+                                       "original's finest detail."),
             ],
             outputs=[io.Sampler.Output()],
         )

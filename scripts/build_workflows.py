@@ -35,6 +35,8 @@ FACE_PACK = "buffalo_l"
 EMBEDDED_LORA = "embedded (from the adapter file)"
 PORTRAIT = "portrait.png"
 GROUP_PHOTO = "group_photo.png"
+VIDEO = "people_walking.mp4"
+REFERENCE_PHOTO = "reference_person.png"
 
 MODELS_NOTE = """Models (see the README's model table):
 - checkpoint: models/checkpoints/{ckpt}
@@ -148,7 +150,7 @@ The detection preview shows the ORIGINAL photo: it is only a temporary preview (
 
 
 def _crop_and_invert(g: Graph, col: int, ckpt, photo, analysis, adapter, size: int, solver: str, steps: int,
-                     inversion_cfg: float, zero_negative: bool):
+                     inversion_cfg: float, zero_negative: bool, final_step: str = "drop residual (anonymize)"):
     detect = g.node("FaceAnonDetectFaces", col, face_analysis=analysis[0], image=photo["IMAGE"])
     crop = g.node("FaceAnonCropFaces", col, image=photo["IMAGE"], faces=detect["faces"], size=size)
     # one identity per face (every face of the photo is anonymized, each away from its own identity)
@@ -162,7 +164,7 @@ def _crop_and_invert(g: Graph, col: int, ckpt, photo, analysis, adapter, size: i
                     latent_image=encode[0], solver=solver, steps=steps, skip=0.7, eta=1.0, cfg=inversion_cfg,
                     seed=0)
     noise = g.node("FaceAnonInversionNoise", col + 1, inversion=invert[0])
-    sampler = g.node("FaceAnonReplaySampler", col + 1, inversion=invert[0])
+    sampler = g.node("FaceAnonReplaySampler", col + 1, inversion=invert[0], final_step=final_step)
     sigmas = g.node("FaceAnonInversionSigmas", col + 1, inversion=invert[0])
     members = [encode, patched, text, invert, noise, sampler, sigmas] + ([negative] if zero_negative else [])
     g.group("2. Invert once (null identity)", members, color="#3f5f5f")
@@ -190,7 +192,7 @@ shows the anonymized photo three times (the original is not included).
     ckpt, photo, analysis, adapter = _loaders(g, 1, SDXL_CKPT, SDXL_FACEID, PORTRAIT)
     detect, crop, identity, encode, patched, text, negative, noise, sampler, sigmas = _crop_and_invert(
         g, 2, ckpt, photo, analysis, adapter, size=1024, solver="dpmpp_2m_sde", steps=100, inversion_cfg=-10.0,
-        zero_negative=True)
+        zero_negative=True, final_step="keep residual (exact reconstruction)")  # RP keeps its last noise map
     variants = []
     attributes = [dict(age=25, sex="female", ethnicity="any", text=""),
                   dict(age=60, sex="male", ethnicity="any", text="grey beard"),
@@ -287,6 +289,85 @@ the README's privacy section.
     return g.to_ui()
 
 
+VIDEO_NOTE = """Saving: 'Save Video, no metadata' writes an MP4 (H.264 + AAC) with no tags. Core Save Video would \
+write this whole workflow, with your video's file name, into the file, and copy the source file's own tags (title, \
+author...)."""
+
+
+def _video(g: Graph, info_text: str, keep_references: bool) -> dict:
+    g.note(info_text, col=0, height=600)
+    ckpt = g.node("CheckpointLoaderSimple", 1, ckpt_name=SD15_CKPT)
+    video = g.node("LoadVideo", 1, title="Video to anonymize", file=VIDEO)
+    analysis = g.node("FaceAnonLoadFaceAnalysis", 1, model_pack=FACE_PACK, provider="auto")
+    adapter = g.node("FaceAnonLoadIDAdapter", 1, adapter=SD15_FACEID, lora=EMBEDDED_LORA)
+    g.group("Models and video", [ckpt, video, analysis, adapter])
+    parts = g.node("GetVideoComponents", 2, video=video["VIDEO"])
+    tracks = g.node("FaceAnonTrackFaces", 2, face_analysis=analysis[0], image=parts["images"])
+    track_report = g.node("PreviewAny", 2, title="Tracks (who is where, frame by frame)", source=tracks["report"])
+    g.group("Frames, audio, frame rate; one track per person", [parts, tracks, track_report], color="#5f5f3f")
+    extra = {}
+    people = []
+    if keep_references:
+        photos = g.node("LoadImage", 3, title="Photos of the people to KEEP", image=REFERENCE_PHOTO)
+        refs = g.node("FaceAnonReferenceFaces", 3, face_analysis=analysis[0], image=photos["IMAGE"])
+        people = [photos, refs]
+        extra = {"references": refs["references"], "policy": "everyone except the reference people"}
+    anon = g.node("FaceAnonAnonymizePeople", 4 if keep_references else 3, image=parts["images"],
+                  model=ckpt["MODEL"], clip=ckpt["CLIP"], vae=ckpt["VAE"], face_analysis=analysis[0],
+                  id_adapter=adapter[0], tracks=tracks["tracks"], preset="NullFace (SD1.5)", seed=0, keep="nothing",
+                  if_no_face="error", overrides="", fallback="stop", **extra)
+    report = g.node("PreviewAny", anon.column, title="Anonymization report",
+                    source=anon["report"])
+    if people:
+        g.group("Reference people (kept as they are)", people, color="#3f5f5f")
+    g.group("One stand-in per person", [anon, report], color="#3f5f3f")
+    col = 5 if keep_references else 4
+    create = g.node("CreateVideo", col, images=anon["image"], fps=parts["fps"], audio=parts["audio"])
+    save = g.node("FaceAnonSaveVideo", col, video=create["VIDEO"],
+                  filename_prefix="faceanon/keep_references" if keep_references else "faceanon/video")
+    g.group("Original audio and frame rate; save without metadata", [create, save], color="#5f3f5f")
+    return g.to_ui()
+
+
+def video_sd15(info: dict) -> dict:
+    return _video(Graph(info), f"""Anonymize a video, with its sound
+
+Core 'Load Video' -> 'Get Video Components' gives the frames, the audio and the frame rate. 'Track Faces' follows \
+every person through the clip (one track per person and shot: scene cuts end tracks; frames where the detector \
+missed a face inside a track are filled in; boxes are smoothed). 'Anonymize People' gives every track ONE \
+stand-in (the track's seed and identity), so the invented person does not change from frame to frame, and returns \
+the same frames in order. 'Create Video' puts the original audio and frame rate back.
+
+Reports: 'Tracks' lists, per person, the frames where they were seen, interpolated or LOST (a face lost for \
+longer than max_gap frames: check those frames). 'Anonymization report' lists, per track, its seed and the frames \
+anonymized. A face that cannot be anonymized stops the run (fallback 'stop'); 'blur' blurs it instead, never \
+passes it through.
+
+Long clips: chunk_frames bounds memory (frames anonymized at a time). Each face costs one inversion and one \
+sampling: start with a few seconds of video. Faster tracking: detect_every 2-5.
+
+{MODELS_NOTE.format(ckpt=SD15_CKPT, faceid=SD15_FACEID)}
+
+{VIDEO_NOTE}""", keep_references=False)
+
+
+def video_keep_reference_people_sd15(info: dict) -> dict:
+    return _video(Graph(info), f"""Keep the people in these photos, anonymize everyone else (video)
+
+'Reference Faces' turns photos of the people who agreed to be filmed (one person per photo; load several as a \
+batch) into identities. 'Anonymize People' with policy 'everyone except the reference people' compares every track \
+with them by a vote over the track's frames: a track that matches one reference person in at least min_votes of \
+its frames (ArcFace similarity >= match_threshold, 0.4 by default) keeps its face, bit for bit; every other track \
+is anonymized, including tracks that match only in a few frames (undecided = anonymized: it fails closed). The \
+report gives each track's vote.
+
+The other policy, 'only the reference people', anonymizes just the people in the photos.
+
+{MODELS_NOTE.format(ckpt=SD15_CKPT, faceid=SD15_FACEID)}
+
+{VIDEO_NOTE}""", keep_references=True)
+
+
 # file stem -> (builder, the base model family it is for)
 WORKFLOWS = {
     "faceanon_reverse_personalization_sdxl": (reverse_personalization_sdxl, "sdxl"),
@@ -295,6 +376,8 @@ WORKFLOWS = {
     "faceanon_attribute_variants_sdxl": (attribute_variants_sdxl, "sdxl"),
     "faceanon_modular_nullface_sd15": (modular_nullface_sd15, "sd15"),
     "faceanon_privacy_check_sd15": (privacy_check, "sd15"),
+    "faceanon_video_sd15": (video_sd15, "sd15"),
+    "faceanon_video_keep_reference_people_sd15": (video_keep_reference_people_sd15, "sd15"),
 }
 
 # The inputs whose values are file names (checked against the default names, not against installed files).
@@ -302,7 +385,8 @@ FILE_INPUTS = {
     ("CheckpointLoaderSimple", "ckpt_name"): {SD15_CKPT, SDXL_CKPT},
     ("FaceAnonLoadIDAdapter", "adapter"): {SD15_FACEID, SDXL_FACEID},
     ("FaceAnonLoadFaceAnalysis", "model_pack"): {FACE_PACK},
-    ("LoadImage", "image"): {PORTRAIT, GROUP_PHOTO},
+    ("LoadImage", "image"): {PORTRAIT, GROUP_PHOTO, REFERENCE_PHOTO},
+    ("LoadVideo", "file"): {VIDEO},
 }
 
 
@@ -315,9 +399,9 @@ def dumps(workflow: dict) -> str:
 
 
 def host_object_info(workdir: Path) -> dict:
-    """/object_info of a ComfyUI loaded in-process with this pack (tests/comfy_host.py), folders in `workdir`."""
+    """/object_info of a ComfyUI loaded in-process with this pack (dev/host.py), folders in `workdir`."""
+    from dev.host import ComfyHost, find_host, missing_host_requirements
     from faceanon.workflow import object_info
-    from tests.comfy_host import ComfyHost, find_host, missing_host_requirements
 
     path, why = find_host()
     if path is None:

@@ -33,8 +33,10 @@ from pathlib import Path
 import pytest
 
 from scripts.build_workflows import FILE_INPUTS, WORKFLOWS, WORKFLOWS_DIR
+from dev.host import find_host
 from faceanon.workflow import check_workflow, layout, ui_to_api
-from tests.comfy_host import find_host
+
+pytestmark = pytest.mark.browser
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOTS = REPO_ROOT / "tests" / "out" / "screenshots"
@@ -69,7 +71,7 @@ def server(host, tmp_path_factory):
     pytest.importorskip("playwright.sync_api", reason="Playwright's Python package is not installed "
                                                       "(pip install -r tests/requirements.txt)")
     pytest.importorskip("onnx", reason="the synthesized insightface pack is written with the `onnx` package")
-    from tests.comfy_host import ensure_tiny_sd15_checkpoint
+    from dev.host import ensure_tiny_sd15_checkpoint
     from tests.comfy_server import ComfyServer
     from tests.workflow_assets import face_photo, install_tiny_models, write_photos
 

@@ -78,7 +78,7 @@ def test_dropping_final_residual_misses_by_exactly_the_residual(solver):
     assert result.final_residual is not None
     assert rel(out + result.final_residual, x0) < 1e-4
     assert rel(out, x0) > 1e-3  # the nonlinear toy is far from exact at the last step
-    assert torch.count_nonzero(result.noises[-1]) == 0  # no noise map can correct a step to sigma 0
+    assert torch.count_nonzero(result.noises[-1]) == 0  # the last step's correction is the final residual
 
 
 def test_ddpm_noise_maps_match_closed_form_for_an_oracle():
@@ -96,7 +96,10 @@ def test_ddpm_noise_maps_match_closed_form_for_an_oracle():
         expected = (sn * n[i + 1] - down * n[i]) / up
         assert torch.allclose(result.noises[i], expected, atol=1e-4)
     assert torch.allclose(result.x_start, x0 + float(sigmas[0]) * n[0], atol=1e-6)
-    assert torch.allclose(result.final_residual, torch.zeros_like(x0), atol=1e-6)
+    # the last step (to timestep 0's sigma) lands on x0: its residual is minus the posterior mean's noise part
+    s, sn = float(sigmas[-2]), float(sigmas[-1])
+    assert sn > 0
+    assert torch.allclose(result.final_residual, -(sn ** 2 / s) * n[-2], atol=1e-5)
 
 
 def test_exactly_steps_evaluations_and_gaussian_model():
@@ -137,12 +140,17 @@ def test_schedules_express_both_papers():
     # Reverse Personalization: 100 steps from t = 299 down to 1 (LEDITS++ linspace).
     ts = inversion_timesteps(100, 0.7)
     assert ts[0] == 299 and ts[-1] == 1 and len(set(ts)) == 100
-    # NullFace: 30 replayed steps starting near t = 291 of the 100-step leading schedule.
-    ts = inversion_timesteps(30, 0.7)
-    assert len(ts) == 30 and ts[0] == 299 and ts[-1] == 1 and abs(ts[1] - 289) <= 1
+    # NullFace: the last 30 steps of the 100-step leading schedule (offset 1): 291, 281, ..., 1.
+    ts = inversion_timesteps(30, 0.7, spacing="leading")
+    assert ts == list(range(291, 0, -10))
     assert start_timestep(0.0) == 999
-    s = inversion_sigmas(sd_train_sigmas(), 30, 0.7)
-    assert len(s) == 31 and s[-1] == 0 and torch.all(s[:-1] > s[1:])
+    train = sd_train_sigmas()
+    s = inversion_sigmas(train, 30, 0.7, spacing="leading")
+    assert len(s) == 31 and float(s[-1]) == float(train[0].float()) and torch.all(s[:-1] > s[1:])
+    with pytest.raises(ValueError, match="spacing must be one of"):
+        inversion_timesteps(10, 0.7, spacing="trailing")
+    with pytest.raises(ValueError, match=r"steps=11 is out of range for skip=0.99: allowed 1..10"):
+        inversion_timesteps(11, 0.99, spacing="leading")
 
 
 @pytest.mark.parametrize("kwargs,match", [

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.comfy_host import ensure_tiny_sd15_checkpoint
+from dev.host import ensure_tiny_sd15_checkpoint
 from tests.test_workflows_host import FAST_OVERRIDES, TINY_FACEID, fast_api, png_text_chunks, snapshot
 
 pytest.importorskip("onnx", reason="the synthesized insightface pack is written with the `onnx` package")
