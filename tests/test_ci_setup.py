@@ -87,6 +87,7 @@ def test_pinned_releases_match_the_shared_archives():
     text = readme.read_text()
     for version, url, commit in hosts.PINNED:
         assert f"comfyui-{version}.tar.gz" in text and commit in text, (version, commit)
+        assert url.removeprefix("https://") in text, url
 
 
 @pytest.mark.parametrize("strict", ["1", ""])
