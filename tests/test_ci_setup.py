@@ -94,7 +94,9 @@ def test_pinned_releases_match_the_shared_archives():
 def test_strict_mode_turns_skips_into_failures(tmp_path, strict):
     tests = tmp_path / "tests"
     tests.mkdir()
-    (tests / "conftest.py").write_text((REPO_ROOT / "tests" / "conftest.py").read_text())
+    (tests / "conftest.py").write_text(  # the suite's own hooks, imported from its conftest
+        f"import sys\nsys.path.insert(0, {str(REPO_ROOT)!r})\n"
+        "from tests.conftest import pytest_make_collect_report, pytest_runtest_makereport  # noqa: F401\n")
     (tests / "test_skips.py").write_text(
         "import pytest\n\n"
         "def test_runs():\n    assert True\n\n"
