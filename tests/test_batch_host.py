@@ -8,8 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.comfy_host import ensure_tiny_sd15_checkpoint
-from tests.faceid_files import faceid_state_dict, layers_of, write_bin
+from dev.host import ensure_tiny_sd15_checkpoint
+from dev.faceid_files import faceid_state_dict, layers_of, write_bin
 from tests.workflow_assets import face_photo, write_face_pack, write_tiny_faceid
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -39,7 +39,7 @@ def tiny_cond(seed, dim=64):
 @pytest.fixture(scope="module")
 def tiny(host, tmp_path_factory):
     """A tiny random SD1.5-layout UNet of either prediction type and a FaceID adapter for it."""
-    from tests import tiny_models
+    from dev import tiny_models
 
     ida = host.pack("nodes.id_adapter")
     models = {p: tiny_models.build_model_patcher(tiny_models.SD15_TINY_UNET, "sd15", seed=2, prediction=p)
