@@ -22,7 +22,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from scripts.workflow_tools import Graph  # noqa: E402
+from faceanon.workflow import Graph  # noqa: E402
 
 WORKFLOWS_DIR = REPO_ROOT / "workflows"
 
@@ -400,8 +400,8 @@ def dumps(workflow: dict) -> str:
 
 def host_object_info(workdir: Path) -> dict:
     """/object_info of a ComfyUI loaded in-process with this pack (dev/host.py), folders in `workdir`."""
-    from scripts.workflow_tools import object_info
     from dev.host import ComfyHost, find_host, missing_host_requirements
+    from faceanon.workflow import object_info
 
     path, why = find_host()
     if path is None:

@@ -25,7 +25,7 @@ def s(host, tmp_path_factory):
 def test_preset_timesteps_through_the_model_sampling(host, name, family):
     """The preset's sigmas, mapped back by the model's own ModelSamplingDiscrete, are the reference's timesteps."""
     from faceanon.presets import PRESETS
-    from tests.tiny_models import SD15_TINY_UNET, SDXL_TINY_UNET, build_model_patcher
+    from dev.tiny_models import SD15_TINY_UNET, SDXL_TINY_UNET, build_model_patcher
 
     inversion = host.pack("nodes.inversion")
     p = PRESETS[name]

@@ -4,7 +4,7 @@
 * Every node type is installed (`/object_info`), every link joins an output to an input of the same type at the
   right slots, every widget value is valid for its input (count, type, range, choices; model and image file names
   are the README's defaults), every workflow has a Note explaining it and saves through the metadata-free node.
-* Converted to the API form (scripts/workflow_tools.ui_to_api: widget values named by the schema's widget order,
+* Converted to the API form (faceanon/workflow.ui_to_api: widget values named by the schema's widget order,
   frontend-only values and Note nodes dropped), each one runs. Model file names are swapped for stand-ins written
   here (tests/workflow_assets.py): a random SD1.5-layout checkpoint, a FaceID file for its layout, a synthesized
   insightface pack. **The two SDXL workflows run on these SD1.5-layout stand-ins as well**: that checks their
@@ -27,8 +27,8 @@ from pathlib import Path
 import pytest
 
 from scripts.build_workflows import FILE_INPUTS, WORKFLOWS, WORKFLOWS_DIR, build_all, dumps
-from scripts.workflow_tools import FRONTEND_ONLY_NODES, check_workflow, layout, object_info, ui_to_api
 from dev.host import HostRunError, ensure_tiny_sd15_checkpoint
+from faceanon.workflow import FRONTEND_ONLY_NODES, check_workflow, layout, object_info, ui_to_api
 
 pytest.importorskip("onnx", reason="the synthesized insightface pack is written with the `onnx` package")
 pytest.importorskip("insightface", reason="the face nodes run insightface")
