@@ -34,7 +34,7 @@ from .model_files import MODEL_FILES, PACK_FILE_SIZES
 
 # The ComfyUI model folders the pack reads, and the file extensions it looks at in each.
 FOLDERS = ("checkpoints", "ipadapter", "insightface", "loras")
-FACEID_EXTENSIONS = (".bin", ".safetensors", ".pt", ".pth")
+FACEID_EXTENSIONS = tuple(sorted(model_files.PACK_FOLDERS["ipadapter"]))
 CHECKPOINT_EXTENSIONS = (".safetensors", ".ckpt", ".pt", ".pth", ".sft")
 MAX_LISTED = 12  # files listed per folder before "... and N more"
 MAX_WALK = 20000  # directory entries walked per folder (a models folder on a NAS can be huge)
@@ -400,11 +400,7 @@ def _load_comfyui(path: Path, extra_configs: Sequence[str]) -> tuple[dict, dict,
 
         for c in configs:
             load_extra_path_config(c)
-    for name, exts in (("ipadapter", set(FACEID_EXTENSIONS)), ("insightface", set())):  # as nodes/extension.py
-        folder_paths.add_model_folder_path(name, os.path.join(folder_paths.models_dir, name), is_default=False)
-        if exts:
-            paths, have = folder_paths.folder_names_and_paths[name]
-            folder_paths.folder_names_and_paths[name] = (paths, set(have) | exts)
+    model_files.register_folders(folder_paths)  # as the pack does when ComfyUI loads it
     folders, defaults = comfy_model_folders()
     return folders, defaults, comfyui_version()
 

@@ -77,6 +77,26 @@ MODEL_FILES: tuple[ModelFile, ...] = (
               "optional, instead of buffalo_l"),
 )
 
+# The ComfyUI model folders the pack registers (shared with cubiq's IPAdapter_plus and InstantID, so users keep one
+# copy of each file), with the extensions it adds to them (None: a folder of pack folders, not of files).
+PACK_FOLDERS = {
+    "ipadapter": {".bin", ".safetensors", ".pt", ".pth"},
+    "insightface": None,
+}
+
+
+def register_folders(folder_paths) -> None:
+    """Register models/ipadapter and models/insightface in ComfyUI's `folder_paths` module (passed in: this module
+    imports nothing from ComfyUI), keeping the paths users added (extra_model_paths.yaml)."""
+    import os
+
+    for name, extensions in PACK_FOLDERS.items():
+        folder_paths.add_model_folder_path(name, os.path.join(folder_paths.models_dir, name), is_default=False)
+        if extensions is not None:
+            paths, exts = folder_paths.folder_names_and_paths[name]
+            folder_paths.folder_names_and_paths[name] = (paths, set(exts) | extensions)
+
+
 # The files inside the insightface packs (which pack holds which, and their roles: faceanon.faces.KNOWN_PACKS).
 PACK_FILE_SIZES = {
     "det_10g.onnx": "16.9 MB",
