@@ -378,8 +378,8 @@ def comfy_model_folders() -> tuple[dict[str, list[str]], dict[str, str]]:
 
 
 def _find_comfyui(explicit: str | None) -> Path | None:
-    candidates = [explicit, os.environ.get("COMFYUI_PATH"), str(Path(__file__).resolve().parents[3]),
-                  str(Path.cwd())]
+    candidates = [explicit] if explicit else [os.environ.get("COMFYUI_PATH"), str(Path(__file__).resolve().parents[3]),
+                                              str(Path.cwd())]
     for c in candidates:
         if c and (Path(c) / "folder_paths.py").is_file() and (Path(c) / "comfy").is_dir():
             return Path(c).resolve()
