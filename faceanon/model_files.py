@@ -138,6 +138,14 @@ def where_to_get(name: str, folder: str = "") -> str:
             + "; check the file name, or see the model table in FaceAnon's README.")
 
 
+def missing_file_message(name: str, folder: str, searched: list[str] | tuple[str, ...]) -> str:
+    """The error for a model file that is not there: the file, every folder searched, and where to get it."""
+    where = "\n".join(f"  {p}" for p in searched) or "  (no folder is registered for it)"
+    return (f"model file {name!r} was not found in the ComfyUI model folder '{folder}'. Searched:\n{where}\n"
+            f"{where_to_get(name, folder)} Folders from extra_model_paths.yaml count too. Check what FaceAnon sees "
+            f"with the FaceAnonSystemCheck node or 'python -m faceanon.doctor'.")
+
+
 def markdown_table() -> str:
     """The README's model table."""
     rows = ["| file | folder | size | source | licence | needed for |", "|---|---|---|---|---|---|"]
