@@ -96,7 +96,7 @@ def main() -> None:
             fns = {"insightface": lambda b=bgr: theirs.get(b)}
             for label, min_face in configs.items():
                 fns[label] = lambda m=min_face, t=tensor: F.detect(ours, t, min_face_size=m, landmarks=False,
-                                                                   if_no_face="flag and pass through")
+                                                                   if_no_face=F.IfNoFace.FLAG)
             res = timed(fns, args.repeats)
             rows = [("insightface", res["insightface"][0], len(res["insightface"][1]), 2)]
             for label, min_face in configs.items():

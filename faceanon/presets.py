@@ -1,12 +1,15 @@
 """The two papers' settings as presets, with text overrides.
 
 A preset sets every knob of the method; `apply_overrides` changes any of them from ``key = value`` lines, so a user
-gets the published behaviour without reading the papers and can still change everything.
+gets the published behaviour without reading the papers and can still change everything. Each knob's type, range
+and tooltip are declared once, in `faceanon.knobs`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
+
+from .knobs import knob
 
 __all__ = ["Settings", "PRESETS", "apply_overrides", "describe"]
 
@@ -48,38 +51,30 @@ PRESETS: dict[str, Settings] = {
         adapter_weight=1.0, lora_strength=1.0, keep_final_residual=False),
 }
 
-_RANGES = {
-    "solver": ("ddpm", "dpmpp_2m_sde"),
-    "steps": (1, 1000), "skip": (0.0, 0.99), "eta": (0.01, 1.0), "inversion_cfg": (-30.0, 30.0),
-    "cfg": (-30.0, 30.0), "identity_scale": (-5.0, 5.0), "mask_delay": (0, 1000), "mask_feather": (0.0, 16.0),
-    "resolution": (64, 2048), "margin": (0.5, 3.0), "adapter_weight": (-2.0, 3.0), "lora_strength": (-2.0, 3.0),
-}
-
-
 def describe(settings: Settings) -> str:
     """One ``key = value`` line per knob (the format `apply_overrides` reads)."""
     return "\n".join(f"{f.name} = {getattr(settings, f.name)}" for f in fields(Settings))
 
 
-def _parse(key: str, raw: str, kind: type):
-    if kind is bool:
+def _parse(key: str, raw: str):
+    """The value of one ``key = raw`` line, of the knob's type and within its range (`faceanon.knobs`)."""
+    spec = knob(key)
+    if spec.kind is bool:
         low = raw.lower()
         if low in ("true", "yes", "1", "on"):
             return True
         if low in ("false", "no", "0", "off"):
             return False
         raise ValueError(f"override {key} = {raw!r}: expected true or false")
+    kind = spec.kind
     try:
         value = kind(float(raw)) if kind is int and raw.replace(".", "", 1).isdigit() else kind(raw)
     except ValueError as e:
         raise ValueError(f"override {key} = {raw!r}: expected a {kind.__name__}") from e
-    allowed = _RANGES.get(key)
-    if isinstance(allowed, tuple) and allowed and isinstance(allowed[0], str):
-        if value not in allowed:
-            raise ValueError(f"override {key} = {raw!r}: allowed values are {', '.join(allowed)}")
-    elif allowed is not None and not allowed[0] <= value <= allowed[1]:
-        raise ValueError(f"override {key} = {value}: allowed range is {allowed[0]} to {allowed[1]}")
-    return value
+    try:
+        return spec.check(key, value)
+    except ValueError as e:
+        raise ValueError(f"override {e}") from None
 
 
 def apply_overrides(preset: str | Settings, text: str = "") -> Settings:
@@ -96,8 +91,7 @@ def apply_overrides(preset: str | Settings, text: str = "") -> Settings:
         if preset not in PRESETS:
             raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
         preset = PRESETS[preset]
-    kinds = {f.name: f.type for f in fields(Settings)}
-    types = {"str": str, "int": int, "float": float, "bool": bool}
+    known = [f.name for f in fields(Settings)]
     changes = {}
     for n, line in enumerate(text.splitlines(), 1):
         line = line.split("#", 1)[0].strip()
@@ -106,7 +100,7 @@ def apply_overrides(preset: str | Settings, text: str = "") -> Settings:
         if "=" not in line:
             raise ValueError(f"override line {n} {line!r}: expected 'key = value'")
         key, raw = (s.strip() for s in line.split("=", 1))
-        if key not in kinds:
-            raise ValueError(f"override line {n}: unknown key {key!r}; known keys: {', '.join(kinds)}")
-        changes[key] = _parse(key, raw, types[str(kinds[key])])
+        if key not in known:
+            raise ValueError(f"override line {n}: unknown key {key!r}; known keys: {', '.join(known)}")
+        changes[key] = _parse(key, raw)
     return replace(preset, **changes)

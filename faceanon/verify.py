@@ -21,13 +21,13 @@ The default, 0.25, sits below both operating points: a face that passes would be
 person" by a verifier run at either of them, with some margin for a recognizer other than the one used here.
 Raise it (towards 0.35) to tolerate resemblance; lower it to be stricter (more false failures).
 
-Actions on failure: "report only"; "stop with error" (raises IdentityLeakError naming every failing face);
-"blur failing faces" / "pixelate failing faces" (only the failing faces' regions change; everything else stays
-bit-identical).
+Actions on failure (`OnFailure`): REPORT only; STOP (raises IdentityLeakError naming every failing face); BLUR /
+PIXELATE the failing faces (only the failing faces' regions change; everything else stays bit-identical).
 """
 
 from __future__ import annotations
 
+import enum
 import json
 import math
 from collections.abc import Callable, Sequence
@@ -39,7 +39,6 @@ import torch
 from .faces.types import Face, Faces
 
 DEFAULT_THRESHOLD = 0.25
-ACTIONS = ("report only", "stop with error", "blur failing faces", "pixelate failing faces")
 MATCH_IOU = 0.3  # a detection in the output at IoU >= this with the original box is "the same face, still there"
 REPAIR_DILATION = 0.15  # the repaired region: the face region grown by this fraction of the face size
 REPAIR_FEATHER = 0.03  # soft edge of the repaired region, as a fraction of the face size
@@ -52,8 +51,20 @@ Embedder = Callable[[torch.Tensor, np.ndarray], np.ndarray]
 Detector = Callable[[torch.Tensor], Faces]
 
 
+class OnFailure(enum.Enum):
+    """What `verify` does when a face fails the check."""
+
+    REPORT = "report"  # pass the image through; the report says which faces fail
+    STOP = "stop"  # raise IdentityLeakError naming every failing face
+    BLUR = "blur"  # replace the failing faces' regions by a strong blur
+    PIXELATE = "pixelate"  # ... or by a strong pixelation
+
+
+REDACTIONS = {OnFailure.BLUR: "blurred", OnFailure.PIXELATE: "pixelated"}
+
+
 class IdentityLeakError(RuntimeError):
-    """Raised by the "stop with error" action: at least one face may still be recognisable."""
+    """Raised by the STOP action: at least one face may still be recognisable."""
 
 
 @dataclass(frozen=True)
@@ -92,7 +103,7 @@ class FaceCheck:
 @dataclass(frozen=True)
 class VerifyReport:
     threshold: float
-    action: str
+    action: OnFailure
     checks: tuple[FaceCheck, ...]
     batch_size: int
     images_without_faces: tuple[int, ...] = ()  # original images where no face was found: nothing was checked
@@ -114,8 +125,8 @@ class VerifyReport:
         if bad:
             missing = sum(c.status == "missing" for c in self.failures)
             head += f"; {bad} FAIL" + (f" ({missing} not found in the output)" if missing else "")
-            if self.action in ("blur failing faces", "pixelate failing faces"):
-                head += f"; {self.action.split()[0].replace('blur', 'blurred').replace('pixelate', 'pixelated')}"
+            if self.action in REDACTIONS:
+                head += f"; {REDACTIONS[self.action]}"
         return head
 
     def to_text(self) -> str:
@@ -135,13 +146,14 @@ class VerifyReport:
             "passed": self.passed,
             "summary": self.summary(),
             "threshold": self.threshold,
-            "action": self.action,
+            "action": self.action.value,
             "model": self.model,
             "batch_size": self.batch_size,
             "n_faces": len(self.checks),
             "n_failed": len(self.failures),
             "images_without_faces": list(self.images_without_faces),
-            "faces": [{k: clean(v) for k, v in asdict(c).items()} | {"box": [round(x, 1) for x in c.box]}
+            "faces": [{k: clean(v) for k, v in asdict(c).items()}
+                      | {"box": [round(x, 1) for x in c.box], "text": c.describe(self.threshold)}
                       for c in self.checks],
             "notes": list(self.notes),
         }
@@ -294,15 +306,18 @@ def redact(images: torch.Tensor, mask: torch.Tensor, faces: Faces, checks: Seque
 
 
 def verify(original: torch.Tensor, anonymized: torch.Tensor, faces: Faces, embed: Embedder, detect: Detector,
-           threshold: float = DEFAULT_THRESHOLD, action: str = "report only",
+           threshold: float = DEFAULT_THRESHOLD, action: OnFailure = OnFailure.REPORT,
            model: str = "") -> tuple[torch.Tensor, torch.Tensor, VerifyReport]:
     """Check every face; act on failures. Returns (image, mask of failing faces [B, H, W], report).
 
-    The image is `anonymized` itself unless an action repaired it (then a new tensor). "stop with error" raises
+    The image is `anonymized` itself unless an action repaired it (then a new tensor). `OnFailure.STOP` raises
     IdentityLeakError with the report's text.
     """
-    if action not in ACTIONS:
-        raise ValueError(f"action must be one of {', '.join(ACTIONS)}, got {action!r}")
+    try:
+        action = OnFailure(action)
+    except ValueError:
+        raise ValueError(f"action must be one of {', '.join(repr(a.value) for a in OnFailure)} (OnFailure), got "
+                         f"{action!r}") from None
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold must be a cosine similarity between 0 and 1, got {threshold}")
     checks = check_faces(original, anonymized, faces, embed, detect, threshold)
@@ -314,13 +329,13 @@ def verify(original: torch.Tensor, anonymized: torch.Tensor, faces: Faces, embed
     report = VerifyReport(threshold, action, checks, anonymized.shape[0], tuple(faces.missing), model, tuple(notes))
     if report.passed:
         return image, mask, report
-    if action == "stop with error":
+    if action is OnFailure.STOP:
         raise IdentityLeakError(
             report.to_text() + "\nThe run was stopped by FaceAnon Verify (action 'stop with error'). Anonymize more "
             "strongly (e.g. a higher identity scale or more denoising), choose 'blur failing faces' to redact what "
             "fails, or raise the threshold if these faces are known to be different people.")
-    if action in ("blur failing faces", "pixelate failing faces"):
-        image = redact(anonymized, mask, faces, checks, action.split()[0])
+    if action in REDACTIONS:
+        image = redact(anonymized, mask, faces, checks, action.value)
         # measure what the repair achieved, aligned on the original keypoints
         after = {}
         for j in {c.image_index for c in checks if not c.passed}:
@@ -344,7 +359,7 @@ def verify(original: torch.Tensor, anonymized: torch.Tensor, faces: Faces, embed
 # adapters on the faces API (faceanon.faces)
 def analysis_embedder(analysis) -> Embedder:
     """Embedder of a loaded `faceanon.faces.analysis.FaceAnalysis`: insightface's own alignment and recognizer."""
-    from .faces.analysis import embed_faces
+    from .faces import embed_faces
 
     if analysis.recognizer is None:
         raise ValueError(f"face model pack '{analysis.name}' has no recognizer (ArcFace) model: the identity check "
@@ -359,10 +374,10 @@ def analysis_embedder(analysis) -> Embedder:
 def analysis_detector(analysis, threshold: float = 0.5, min_face_size: float = 24) -> Detector:
     """Detector of a loaded FaceAnalysis that flags images without faces instead of raising; the faces carry their
     own embeddings (the second alignment of `check_faces`)."""
-    from .faces.analysis import detect
+    from .faces import IfNoFace, detect
 
     def run(images: torch.Tensor) -> Faces:
         return detect(analysis, images, threshold=threshold, min_face_size=min_face_size, landmarks=False,
-                      embeddings=True, if_no_face="flag and pass through")
+                      embeddings=True, if_no_face=IfNoFace.FLAG)
 
     return run

@@ -4,49 +4,72 @@
 //    into saved workflows and a colour the user picks still wins.
 // 2. After a run, Anonymize Faces / Detect Faces / Verify Anonymization show under the node what happened: how
 //    many faces were found and anonymized, and in red every image NOT anonymized or face that failed the check
-//    (plus a warning toast). The text comes from the node's UI result ("faceanon_report" JSON or "text").
-// 3. System Check shows its whole report in a read-only text box on the node (and the summary under it).
+//    (plus a warning toast). The lines are built from the structured fields the nodes put in their UI result
+//    ("faceanon_report": JSON), not from the report text.
+// 3. System Check shows its whole report in a read-only text box on the node ("text"), the summary under it.
 import { app } from "../../scripts/app.js";
 
 const PACK_COLOR = "#2b5763";
 const PACK_BGCOLOR = "#1d3a42";
-const REPORT_NODES = new Set(["FaceAnonymize", "FaceAnonDetectFaces", "FaceAnonVerify", "FaceAnonSystemCheck"]);
 const FULL_TEXT_NODES = new Set(["FaceAnonSystemCheck"]);
 const TEXT_WIDGET = "faceanon_text";
 const OK_COLOR = "#7fd67f";
 const WARN_COLOR = "#ff6b5a";
 
-function firstLine(text) {
-    return String(text ?? "").split("\n")[0].trim();
+// The nodes send their report's structured fields as JSON under "faceanon_report" (nodes/faces.py ui_payload);
+// the lines shown are built from those fields, never parsed out of the report text.
+function reportFields(output) {
+    const raw = output?.faceanon_report;
+    if (!raw?.length) return null;
+    return JSON.parse(Array.isArray(raw) ? raw[0] : raw);
 }
 
-// -> {level: "ok" | "warn", lines: [string]} or null
-export function summarize(nodeType, output) {
-    if (!output) return null;
-    if (nodeType === "FaceAnonymize" && output.faceanon_report?.length) {
-        let report;
-        try {
-            report = JSON.parse(output.faceanon_report[0]);
-        } catch (e) {
-            return { level: "warn", lines: ["FaceAnon: unreadable report"] };
-        }
+function noFaceLines(images) {
+    return (images ?? []).map((i) => `image ${i}: no face found, NOT anonymized`);
+}
+
+const SUMMARIES = {
+    FaceAnonymize(report) {
         const faces = report.faces ?? [];
-        const missed = report.not_anonymized_images ?? [];
         const done = faces.filter((f) => f.anonymized !== false).length;
-        const lines = [`${faces.length} face(s) found, ${done} anonymized`];
+        const warnings = noFaceLines(report.not_anonymized_images);
         const notDone = faces.length - done;
-        if (notDone > 0) lines.push(`${notDone} face(s) NOT anonymized`);
-        for (const i of missed) lines.push(`image ${i}: no face found, NOT anonymized`);
-        return { level: notDone > 0 || missed.length ? "warn" : "ok", lines };
+        if (notDone > 0) warnings.unshift(`${notDone} face(s) NOT anonymized`);
+        return { headline: `${faces.length} face(s) found, ${done} anonymized`, warnings };
+    },
+    FaceAnonDetectFaces(report) {
+        return {
+            headline: `${report.n_faces} face(s) in ${report.batch_size} image(s)`,
+            warnings: noFaceLines(report.images_without_faces),
+        };
+    },
+    FaceAnonVerify(report) {
+        const unchecked = report.images_without_faces ?? [];
+        const warnings = unchecked.length
+            ? [`WARNING: no face found in original image(s) ${unchecked.join(", ")}: nothing was checked there`]
+            : [];
+        for (const face of report.faces ?? []) if (face.status !== "pass") warnings.push(face.text);
+        return { headline: report.summary, warnings, failed: !report.passed };
+    },
+    FaceAnonSystemCheck(report) {
+        return { headline: report.headline, warnings: (report.problems ?? []).map((p) => `WARNING: ${p}`) };
+    },
+};
+
+// -> {level: "ok" | "warn", lines: [string]} or null. Line 0 is the headline; every further line is a warning.
+export function summarize(nodeType, output) {
+    const summary = SUMMARIES[nodeType];
+    if (!summary || !output) return null;
+    let report;
+    try {
+        report = reportFields(output);
+    } catch (e) {
+        return { level: "warn", lines: ["FaceAnon: unreadable report"] };
     }
-    const text = Array.isArray(output.text) ? output.text.join("\n") : output.text;
-    if (!text) return null;
-    const lines = [firstLine(text)];
-    for (const line of String(text).split("\n").slice(1)) {
-        if (/NOT anonymized|FAIL|WARNING/.test(line)) lines.push(line.trim());
-    }
-    const level = lines.some((l) => /NOT anonymized|FAIL|WARNING/.test(l)) ? "warn" : "ok";
-    return { level, lines: lines.slice(0, 6) };
+    if (!report) return null;
+    const { headline, warnings, failed } = summary(report);
+    const level = failed || warnings.length ? "warn" : "ok";
+    return { level, lines: [headline, ...warnings].slice(0, 6) };
 }
 
 function notify(node, status) {
@@ -90,10 +113,10 @@ function drawStatus(node, ctx) {
     ctx.save();
     ctx.font = "12px sans-serif";
     let rows = [];
-    for (const line of status.lines) {
-        const warn = /NOT anonymized|FAIL|WARNING|unreadable/.test(line);
+    status.lines.forEach((line, i) => {
+        const warn = i > 0 || status.level === "warn";  // the headline takes the level's colour
         for (const part of wrap(ctx, line, width - 2 * pad)) rows.push([part, warn]);
-    }
+    });
     if (rows.length > MAX_LINES) rows = [...rows.slice(0, MAX_LINES - 1), ["… (see the report)", rows[MAX_LINES - 1][1]]];
     ctx.fillStyle = "rgba(0, 0, 0, 0.75)";
     ctx.beginPath();
@@ -131,7 +154,7 @@ app.registerExtension({
         if (!String(nodeData?.category ?? "").startsWith("FaceAnon")) return;
         nodeType.color = PACK_COLOR;
         nodeType.bgcolor = PACK_BGCOLOR;
-        if (!REPORT_NODES.has(nodeData.name)) return;
+        if (!(nodeData.name in SUMMARIES)) return;
 
         const onExecuted = nodeType.prototype.onExecuted;
         nodeType.prototype.onExecuted = function (output) {

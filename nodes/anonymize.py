@@ -9,7 +9,6 @@ feathered face-shaped mask. Never fails open: an image without a face either sto
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 
 import comfy.utils
@@ -20,10 +19,11 @@ from ..faceanon import faces as F
 from ..faceanon.guidance import restore_outside
 from ..faceanon.presets import PRESETS, apply_overrides, describe
 from ..faceanon.verify import analysis_embedder
-from .faces import progress_callback
+from .faces import IF_NO_FACE, progress_callback, ui_payload
 from .guidance import encode_prompt, identity_guider, zero_out
 from .id_adapter import apply_id_adapter
 from .inversion import InversionNoise, invert_latent, replay_sampler
+from .knobs import knob_input
 from .types import FaceAnalysis, IDAdapter, io
 
 logger = logging.getLogger(__name__)
@@ -45,19 +45,19 @@ def face_seed(seed: int, face_number: int) -> int:
     return int.from_bytes(digest[:8], "little") & 0xFFFFFFFFFFFFFFFF
 
 
-def gate_masks(faces, crops, settings, keep: tuple[str, ...]) -> torch.Tensor | None:
+def gate_masks(faces, crop_info, settings, keep: tuple[str, ...]) -> torch.Tensor | None:
     """[N, S, S] masks in crop coordinates of where the identity may change (1 = change), or None (whole crop)."""
     if not keep and not settings.gate_face:
         return None
-    face = F.region_mask(faces, "face", mode="anonymize", coordinates="crop", crops=crops)
+    face = F.region_mask(faces, "face", mode="anonymize", coordinates="crop", crop_info=crop_info)
     if not keep:
         return face
-    kept = F.region_mask(faces, "+".join(keep), mode="keep", coordinates="crop", crops=crops)
+    kept = F.region_mask(faces, "+".join(keep), mode="keep", coordinates="crop", crop_info=crop_info)
     return face * kept
 
 
 def anonymize(images, model, clip, vae, analysis, adapter, settings, seed: int, attribute=None, keep=(),
-              threshold: float = 0.5, min_face_size: float = 24, if_no_face: str = "error",
+              threshold: float = 0.5, min_face_size: float = 24, if_no_face: F.IfNoFace = F.IfNoFace.ERROR,
               color_match: str = "mean"):
     """Anonymize every face; returns (images, changed mask [B, H, W], report dict)."""
     faces = F.detect(analysis, images, threshold=threshold, min_face_size=min_face_size, if_no_face=if_no_face)
@@ -154,7 +154,7 @@ class FaceAnonymize(io.ComfyNode):
                 io.Combo.Input("keep", options=list(KEEP_CHOICES), default="nothing",
                                tooltip="Face regions kept as in the photo (the real eyes / mouth...); the rest of "
                                        "the face is anonymized."),
-                io.Combo.Input("if_no_face", options=list(F.IF_NO_FACE), default="error",
+                io.Combo.Input("if_no_face", options=list(IF_NO_FACE), default="error",
                                tooltip="An image without a face: stop with an error, or pass it through flagged as "
                                        "NOT anonymized in the report."),
                 io.String.Input("overrides", default="", multiline=True,
@@ -164,9 +164,8 @@ class FaceAnonymize(io.ComfyNode):
                 io.Conditioning.Input("attribute_prompt", optional=True,
                                       tooltip="From Attribute Prompt: replaces the unconditional text during "
                                               "sampling (age, sex, ethnicity)."),
-                io.Float.Input("threshold", default=0.5, min=0.05, max=0.95, step=0.01,
-                               tooltip="Face detector threshold."),
-                io.Int.Input("min_face_size", default=24, min=4, max=4096, tooltip="Smallest face to find, pixels."),
+                knob_input("detection_threshold", "threshold"),
+                knob_input("min_face_size"),
             ],
             outputs=[
                 io.Image.Output(display_name="image"),
@@ -181,9 +180,10 @@ class FaceAnonymize(io.ComfyNode):
                 min_face_size=24) -> io.NodeOutput:
         settings = apply_overrides(preset, overrides)
         out, changed, report = anonymize(image, model, clip, vae, face_analysis, id_adapter, settings, seed,
-                                         attribute_prompt, KEEP_CHOICES[keep], threshold, min_face_size, if_no_face)
+                                         attribute_prompt, KEEP_CHOICES[keep], threshold, min_face_size,
+                                         IF_NO_FACE[if_no_face])
         text = format_report(report)
-        ui = {"text": [text], "faceanon_report": [json.dumps({k: v for k, v in report.items() if k != "settings"})]}
+        ui = ui_payload(text, {k: v for k, v in report.items() if k != "settings"})
         return io.NodeOutput(out, changed, text, ui=ui)
 
 

@@ -8,6 +8,7 @@ MASK convention everywhere: 1 = change (anonymize), 0 = keep as is.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 
@@ -16,13 +17,23 @@ import comfy.utils
 import folder_paths
 import torch
 
-from ..faceanon import faces as F  # noqa: N812
+from ..faceanon import faces as face_api
+from .knobs import knob_input
 from .types import FaceAnalysis, FaceCrops, Faces, Identity, io
 
 logger = logging.getLogger(__name__)
 
 CATEGORY = "FaceAnon/faces"
 MASK_TOOLTIP = "1 = change (anonymize), 0 = keep as is (ComfyUI MASK convention)."
+# The if_no_face widget's labels and the policy each stands for (saved workflows hold the labels).
+IF_NO_FACE = {"error": face_api.IfNoFace.ERROR, "flag and pass through": face_api.IfNoFace.FLAG}
+# UI payload key read by js/faceanon.js: one JSON object of structured report fields.
+UI_REPORT = "faceanon_report"
+
+
+def ui_payload(text: str, fields: dict) -> dict:
+    """A node's UI result: the report text, and its structured fields (JSON) for the frontend extension."""
+    return {"text": [text], UI_REPORT: [json.dumps(fields)]}
 
 
 def insightface_roots() -> list[str]:
@@ -61,10 +72,10 @@ class FaceAnonLoadFaceAnalysis(io.ComfyNode):
                 "face nodes use; their models are for non-commercial research use only. A missing pack or file "
                 "gives an error that lists the expected files and folder."),
             inputs=[
-                io.Combo.Input("model_pack", options=F.list_packs(insightface_roots()), default="buffalo_l",
+                io.Combo.Input("model_pack", options=face_api.list_packs(insightface_roots()), default="buffalo_l",
                                tooltip="Folder in models/insightface/models/ (buffalo_l: det_10g, w600k_r50, "
                                        "2d106det; antelopev2: scrfd_10g_bnkps, glintr100, 2d106det)"),
-                io.Combo.Input("provider", options=list(F.PROVIDERS), default="auto",
+                io.Combo.Input("provider", options=list(face_api.PROVIDERS), default="auto",
                                tooltip="onnxruntime execution provider. auto = CUDA, ROCm, CoreML or DirectML when "
                                        "the installed onnxruntime offers it, else CPU (face analysis takes "
                                        "milliseconds: CPU is fine)"),
@@ -79,15 +90,15 @@ class FaceAnonLoadFaceAnalysis(io.ComfyNode):
     def fingerprint_inputs(cls, model_pack, provider="auto", det_size=640):
         # reload when the pack's files change
         try:
-            folder, _ = F.find_pack(model_pack, insightface_roots())
+            folder, _ = face_api.find_pack(model_pack, insightface_roots())
             stats = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.glob("*.onnx"))
-        except F.FaceModelError:
+        except face_api.FaceModelError:
             stats = "missing"
         return f"{model_pack}|{provider}|{det_size}|{stats}"
 
     @classmethod
     def execute(cls, model_pack, provider="auto", det_size=640):
-        analysis = F.load_face_analysis(model_pack, insightface_roots(), provider=provider, det_size=det_size)
+        analysis = face_api.load_face_analysis(model_pack, insightface_roots(), provider=provider, det_size=det_size)
         logger.info("FaceAnon: loaded face analysis %s", analysis.describe())
         return io.NodeOutput(analysis)
 
@@ -107,19 +118,15 @@ class FaceAnonDetectFaces(io.ComfyNode):
             inputs=[
                 FaceAnalysis.Input("face_analysis"),
                 io.Image.Input("image"),
-                io.Float.Input("threshold", default=0.5, min=0.05, max=0.95, step=0.01,
-                               tooltip="Detector score threshold: lower finds more (and more false) faces"),
-                io.Int.Input("min_face_size", default=24, min=4, max=4096, step=1,
-                             tooltip="Smallest face to find, in pixels (longer box side). Large photos are "
-                                     "scanned in tiles so faces this small are found; smaller detections are "
-                                     "ignored (and counted in the report). Smaller values scan more tiles"),
+                knob_input("detection_threshold", "threshold"),
+                knob_input("min_face_size"),
                 io.Int.Input("max_faces", default=0, min=0, max=1024,
                              tooltip="Keep at most this many faces per image, the largest (0 = all). Faces beyond "
                                      "it are NOT anonymized; the report says how many"),
-                io.Combo.Input("order", options=list(F.ORDERS), default="largest first",
+                io.Combo.Input("order", options=list(face_api.ORDERS), default="largest first",
                                tooltip="Order of the faces within each image: face numbers, crops and identities "
                                        "follow it"),
-                io.Combo.Input("if_no_face", options=list(F.IF_NO_FACE), default="error",
+                io.Combo.Input("if_no_face", options=list(IF_NO_FACE), default="error",
                                tooltip="An image without a face: stop with an error naming it, or pass it through "
                                        "flagged as NOT anonymized (never silently)"),
                 io.Boolean.Input("embeddings", default=True,
@@ -139,13 +146,14 @@ class FaceAnonDetectFaces(io.ComfyNode):
     @classmethod
     def execute(cls, face_analysis, image, threshold=0.5, min_face_size=24, max_faces=0, order="largest first",
                 if_no_face="error", embeddings=True):
-        faces = F.detect(face_analysis, image, threshold=threshold, min_face_size=min_face_size,
-                         max_faces=max_faces, order=order, embeddings=embeddings, if_no_face=if_no_face,
-                         progress=progress_callback(image.shape[0]))
+        faces = face_api.detect(face_analysis, image, threshold=threshold, min_face_size=min_face_size,
+                                max_faces=max_faces, order=order, embeddings=embeddings,
+                                if_no_face=IF_NO_FACE[if_no_face], progress=progress_callback(image.shape[0]))
         if faces.missing:
             logger.warning("FaceAnon: %s", faces.report.splitlines()[0])
-        preview = F.draw_faces(image, faces)
-        return io.NodeOutput(faces, preview, faces.report, len(faces), ui={"text": [faces.report]})
+        preview = face_api.draw_faces(image, faces)
+        fields = {"n_faces": len(faces), "batch_size": faces.batch_size, "images_without_faces": list(faces.missing)}
+        return io.NodeOutput(faces, preview, faces.report, len(faces), ui=ui_payload(faces.report, fields))
 
 
 class FaceAnonFaceIdentity(io.ComfyNode):
@@ -161,13 +169,13 @@ class FaceAnonFaceIdentity(io.ComfyNode):
                 "reference photos of one person) or kept as a batch."),
             inputs=[
                 Faces.Input("faces"),
-                io.Combo.Input("select", options=list(F.IDENTITY_SELECT), default="largest",
+                io.Combo.Input("select", options=list(face_api.IDENTITY_SELECT), default="largest",
                                tooltip="largest = the largest face of each image; index = face number `index` of "
                                        "each image; all = every face"),
                 io.Int.Input("index", default=0, min=-64, max=64,
                              tooltip="With select = index: the face number within each image (detection order; "
                                      "negative counts from the end)"),
-                io.Combo.Input("combine", options=list(F.IDENTITY_COMBINE), default="average",
+                io.Combo.Input("combine", options=list(face_api.IDENTITY_COMBINE), default="average",
                                tooltip="average = one identity (normalised mean); batch = one identity per face"),
             ],
             outputs=[Identity.Output(display_name="identity"), io.String.Output(display_name="report")],
@@ -175,7 +183,7 @@ class FaceAnonFaceIdentity(io.ComfyNode):
 
     @classmethod
     def execute(cls, faces, select="largest", index=0, combine="average"):
-        ident = F.face_identity(faces, select=select, index=index, combine=combine)
+        ident = face_api.face_identity(faces, select=select, index=index, combine=combine)
         report = f"{len(ident)} identity embedding(s) from {ident.model or 'unknown recognizer'}: " + \
             "; ".join(ident.sources)
         return io.NodeOutput(ident, report)
@@ -196,11 +204,9 @@ class FaceAnonCropFaces(io.ComfyNode):
             inputs=[
                 io.Image.Input("image", tooltip="The images the faces were detected in"),
                 Faces.Input("faces"),
-                io.Int.Input("size", default=512, min=64, max=4096, step=8,
-                             tooltip="Crop side in pixels (512 SD1.5, 1024 SDXL)"),
-                io.Float.Input("margin", default=1.0, min=0.5, max=4.0, step=0.05,
-                               tooltip="Framing: 1.0 = FFHQ (face, hair, chin); larger keeps more surroundings"),
-                io.Combo.Input("padding", options=list(F.PADDING), default="reflection",
+                knob_input("resolution", "size"),
+                knob_input("margin"),
+                io.Combo.Input("padding", options=list(face_api.PADDING), default="reflection",
                                tooltip="How crop pixels beyond the image edge are filled"),
             ],
             outputs=[
@@ -214,8 +220,8 @@ class FaceAnonCropFaces(io.ComfyNode):
 
     @classmethod
     def execute(cls, image, faces, size=512, margin=1.0, padding="reflection"):
-        crops, info = F.crop_faces(image, faces, size=size, margin=margin, padding=padding,
-                                   progress=progress_callback(len(faces)))
+        crops, info = face_api.crop_faces(image, faces, size=size, margin=margin, padding=padding,
+                                          progress=progress_callback(len(faces)))
         masks = info.masks
         if len(faces) == 0:
             logger.warning("FaceAnon: Crop Faces got no face at all; returning one black placeholder crop")
@@ -241,7 +247,7 @@ class FaceAnonPasteFaces(io.ComfyNode):
                 FaceCrops.Input("face_crops"),
                 io.Float.Input("feather", default=16.0, min=0.0, max=256.0, step=0.5,
                                tooltip="Soft edge width in crop pixels"),
-                io.Combo.Input("color_match", options=list(F.COLOR_MATCH), default="mean",
+                io.Combo.Input("color_match", options=list(face_api.COLOR_MATCH), default="mean",
                                tooltip="Match the pasted face's colour to the original face (Lab): mean = "
                                        "brightness and tint, mean and contrast = also the spread"),
                 io.Boolean.Input("limit_to_face", default=True,
@@ -252,7 +258,7 @@ class FaceAnonPasteFaces(io.ComfyNode):
                                       "Region Mask in crop coordinates) or an image-space mask; multiplied with the "
                                       "face shape when limit_to_face is on, so a 'keep eyes' mask pastes the face "
                                       "but not the eyes"),
-                io.Combo.Input("mask_space", options=list(F.MASK_SPACE), default="auto",
+                io.Combo.Input("mask_space", options=list(face_api.MASK_SPACE), default="auto",
                                tooltip="Coordinates of `mask`: auto decides by its size"),
             ],
             outputs=[
@@ -269,9 +275,9 @@ class FaceAnonPasteFaces(io.ComfyNode):
         if len(info) == 0:
             out, alpha = image.clone(), torch.zeros(image.shape[:3], device=image.device)
         else:
-            out, alpha = F.paste_faces(image, crops, info, mask=mask, mask_space=mask_space,
-                                       limit_to_face=limit_to_face, feather=feather, color_match=color_match,
-                                       progress=progress_callback(len(info)))
+            out, alpha = face_api.paste_faces(image, crops, info, mask=mask, mask_space=mask_space,
+                                              limit_to_face=limit_to_face, feather=feather, color_match=color_match,
+                                              progress=progress_callback(len(info)))
         report = f"pasted {len(info)} face(s) into {info.batch_size} image(s)"
         if info.missing:
             warn = (f"WARNING: image(s) {', '.join(map(str, info.missing))} had no face and are returned NOT "
@@ -299,14 +305,14 @@ class FaceAnonRegionMask(io.ComfyNode):
                 io.Boolean.Input("brows", default=False),
                 io.Boolean.Input("nose", default=False),
                 io.Boolean.Input("mouth", default=False),
-                io.Combo.Input("mode", options=list(F.MODES), default="keep",
+                io.Combo.Input("mode", options=list(face_api.MODES), default="keep",
                                tooltip="anonymize = 1 on the regions (change them); keep = 0 on the regions "
                                        "(keep them), 1 elsewhere"),
                 io.Int.Input("dilation", default=4, min=-64, max=512,
                              tooltip="Grow (or shrink, negative) the regions by this many pixels"),
                 io.Float.Input("feather", default=4.0, min=0.0, max=256.0, step=0.5,
                                tooltip="Soft edge width in pixels"),
-                io.Combo.Input("coordinates", options=list(F.COORDINATES), default="image",
+                io.Combo.Input("coordinates", options=list(face_api.COORDINATES), default="image",
                                tooltip="image = one mask per image (all its faces); crop = one mask per face in "
                                        "the aligned crop (needs face_crops)"),
                 FaceCrops.Input("face_crops", optional=True,
@@ -326,8 +332,8 @@ class FaceAnonRegionMask(io.ComfyNode):
             if face_crops is None:
                 raise ValueError("Face Region Mask: crop coordinates need the face_crops output of Crop Faces")
             faces = face_crops.faces
-        mask = F.region_mask(faces, chosen, mode=mode, dilation=dilation, feather=feather, coordinates=coordinates,
-                             crops=face_crops)
+        mask = face_api.region_mask(faces, chosen, mode=mode, dilation=dilation, feather=feather,
+                                    coordinates=coordinates, crop_info=face_crops)
         if mask.shape[0] == 0:  # crop coordinates without any face: one empty placeholder, like Crop Faces
             s = face_crops.size
             mask = torch.zeros(1, s, s) if mode == "anonymize" else torch.ones(1, s, s)

@@ -18,9 +18,11 @@ import comfy.samplers
 import nodes as comfy_nodes  # ComfyUI's nodes.py (this pack's folder is imported relatively)
 import torch
 
-from ..faceanon import guidance as core
+from ..faceanon import guidance as guidance_math
+from ..faceanon.branches import Branch, Outside, branch_plan
 from ..faceanon.prompts import ETHNICITIES, SEXES, attribute_prompt
-from .id_adapter import identity_embeddings, with_branch_identities
+from .id_adapter import branch_identities, identity_embeddings, with_branch_identities
+from .knobs import knob_input
 from .types import Identity, io
 
 logger = logging.getLogger(__name__)
@@ -52,7 +54,9 @@ class IdentityGuider(comfy.samplers.CFGGuider):
         self.same_text = _same_conditioning(positive, negative)
 
     def set_identity(self, embeddings: torch.Tensor, identity_scale: float):
-        self.identity = core.branch_identity(embeddings, identity_scale)
+        self.identity = guidance_math.branch_identity(embeddings, identity_scale)
+        # made once: every step passes the same value, so the adapter projects the identity once per run
+        self.identities = branch_identities({0: self.identity})
 
     def set_mask(self, mask: torch.Tensor | None, delay: int = 0, feather: float = 0.0):
         self.mask, self.mask_delay, self.mask_feather = mask, int(delay), float(feather)
@@ -61,8 +65,8 @@ class IdentityGuider(comfy.samplers.CFGGuider):
     def latent_mask(self, shape) -> torch.Tensor:
         key = tuple(shape[-2:])
         if key not in self._latent_mask:
-            self._latent_mask[key] = core.mask_to_latent(self.mask, key, self.mask_feather,
-                                                         threshold=None if self.mask_feather > 0 else 0.5)
+            self._latent_mask[key] = guidance_math.mask_to_latent(self.mask, key, self.mask_feather,
+                                                                  threshold=None if self.mask_feather > 0 else 0.5)
         return self._latent_mask[key]
 
     def predict_noise(self, x, timestep, model_options=None, seed=None):
@@ -71,15 +75,15 @@ class IdentityGuider(comfy.samplers.CFGGuider):
         attribute = self.conds.get("attribute")
         uncond = attribute if attribute is not None else negative
         sigmas = model_options.get("transformer_options", {}).get("sample_sigmas")
-        gated = getattr(self, "mask", None) is not None and core.step_index(timestep[0], sigmas) >= self.mask_delay
-        conds = [positive, uncond]
+        gated = (getattr(self, "mask", None) is not None
+                 and guidance_math.step_index(timestep[0], sigmas) >= self.mask_delay)
         # The identity-free prediction used outside the mask: the same guidance with the null identity and the
         # inversion's texts. Extra branches only where it differs from the ones already computed.
-        if gated and not (attribute is None and self.same_text):
-            conds.append(positive)
-            if attribute is not None and not self.same_text:
-                conds.append(negative)
-        mo = with_branch_identities(model_options, {0: self.identity})
+        plan = branch_plan(gated, attribute is not None, self.same_text)
+        texts = {Branch.IDENTITY: positive, Branch.UNCOND: uncond, Branch.NULL_POSITIVE: positive,
+                 Branch.NULL_NEGATIVE: negative}
+        conds = [texts[b] for b in plan.branches]
+        mo = with_branch_identities(model_options, self.identities)
         out = comfy.samplers.calc_cond_batch(self.inner_model, conds, x, timestep, mo)
         # Replay core's pre-CFG hooks on the two guidance branches, as Guider_PerpNeg does, so that other
         # patches keep working; cfg_function applies sampler_cfg_function and the post-CFG hooks.
@@ -88,17 +92,18 @@ class IdentityGuider(comfy.samplers.CFGGuider):
                           "input": x, "sigma": timestep, "model": self.inner_model, "model_options": mo})
         guided = comfy.samplers.cfg_function(self.inner_model, out[0], out[1], self.cfg, x, timestep,
                                              model_options=mo, cond=positive, uncond=uncond)
-        if not gated:
+        if plan.outside is Outside.NOT_GATED:
             return guided
-        if len(conds) == 2:
+        if plan.outside is Outside.UNCOND:
             outside = out[1]  # same text in both branches, no attribute: the null branch itself
-        elif self.same_text:
+        elif plan.outside is Outside.NULL_POSITIVE:
             outside = out[2]  # CFG between two equal predictions is either of them
         else:
-            outside = comfy.samplers.cfg_function(self.inner_model, out[2], out[3] if len(conds) == 4 else out[1],
-                                                  self.cfg, x, timestep, model_options=mo, cond=positive,
-                                                  uncond=negative)
-        return core.gate(guided, outside, self.latent_mask(x.shape))
+            # without an attribute prompt the unconditional branch holds the negative text
+            null_negative = out[plan.branches.index(Branch.NULL_NEGATIVE)] if len(conds) == 4 else out[1]
+            outside = comfy.samplers.cfg_function(self.inner_model, out[2], null_negative, self.cfg, x, timestep,
+                                                  model_options=mo, cond=positive, uncond=negative)
+        return guidance_math.gate(guided, outside, self.latent_mask(x.shape))
 
 
 def identity_guider(model, positive, negative, identity, identity_scale: float, cfg: float, attribute=None,
@@ -133,13 +138,8 @@ class FaceAnonIdentityGuider(io.ComfyNode):
                                                           "Personalization)."),
                 Identity.Input("identity", tooltip="The ArcFace identity to move away from (one row, or one per "
                                                    "latent in the batch)."),
-                io.Float.Input("identity_scale", default=-1.0, min=-5.0, max=5.0, step=0.05,
-                               tooltip="Factor on the embedding in the conditional branch (lambda_id with its sign). "
-                                       "NullFace -1 (negated), Reverse Personalization +1. 0 = null identity in both "
-                                       "branches: the guider adds nothing and replay reconstructs the input."),
-                io.Float.Input("cfg", default=10.0, min=-30.0, max=30.0, step=0.1, round=0.01,
-                               tooltip="Guidance scale; may be negative (Reverse Personalization -10: the "
-                                       "unconditional branch becomes the attractor). NullFace +10."),
+                knob_input("identity_scale"),
+                knob_input("cfg", round=0.01),
                 io.Conditioning.Input("attribute_prompt", optional=True,
                                       tooltip="Replaces the unconditional text during sampling only (never during "
                                               "inversion): describe the attributes to keep or get (age, sex, "
@@ -148,12 +148,8 @@ class FaceAnonIdentityGuider(io.ComfyNode):
                               tooltip="Where the identity may change (1 = change, 0 = keep), in the sampled image's "
                                       "pixels. Outside it the prediction follows the inversion's (identity-free) "
                                       "trajectory."),
-                io.Int.Input("mask_delay", default=10, min=0, max=1000,
-                             tooltip="Sampling steps with guidance everywhere before the mask gates it (NullFace 10 of "
-                                     "30): blends the edit seamlessly. 0 = gate from the first step."),
-                io.Float.Input("mask_feather", default=0.0, min=0.0, max=16.0, step=0.5,
-                               tooltip="Gaussian sigma of the mask at latent resolution (1 latent pixel = 8 image "
-                                       "pixels). 0 = NullFace's hard mask (binarised at 0.5)."),
+                knob_input("mask_delay"),
+                knob_input("mask_feather"),
             ],
             outputs=[io.Guider.Output()],
         )

@@ -15,8 +15,9 @@ in the list given to ``comfy.samplers.calc_cond_batch``; with core CFG 0 = posit
 tensor [n, 512] of raw ArcFace embeddings, already scaled / negated as the caller wants. n == 1 is shared by every
 batch element of that chunk; otherwise n must equal the per-cond batch size. A cond index missing from the map
 gets the NULL identity: the projection of the zero embedding through the FaceID projection + LayerNorm (learned
-non-zero tokens), never "adapter off". The map in transformer_options, when present (even empty), replaces the
-map given at apply time (which holds at most index 0, from the node's optional identity input).
+non-zero tokens), never "adapter off". The map travels as one immutable value (`faceanon.faceid.BranchIdentities`),
+which the token cache is keyed by. The map in transformer_options, when present (even empty), replaces the map given
+at apply time (which holds at most index 0, from the node's optional identity input).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import folder_paths
 import torch
 
 from ..faceanon import faceid
+from .knobs import knob_input
 from .types import IDAdapter, Identity, io
 
 logger = logging.getLogger(__name__)
@@ -60,6 +62,7 @@ class LoadedIDAdapter:
         self.source = weights.source
         self.module = faceid.FaceIDAdapterModule(weights)
         self.projector = faceid.IdentityProjector(self.module)
+        self.kv_weights = faceid.CastWeights(self.module)
         self.lora_pairs = lora_pairs  # None: the LoRA embedded in the adapter file
         self.lora_source = lora_source or weights.source
         self.patcher = comfy.model_patcher.ModelPatcher(
@@ -95,7 +98,7 @@ class _PatchState:
     """Shared by every layer's patch of one apply: adapter, weight, sigma window, apply-time identities."""
 
     def __init__(self, adapter: LoadedIDAdapter, weight: float, sigma_start: float, sigma_end: float,
-                 identities: dict):
+                 identities: faceid.BranchIdentities):
         self.adapter = adapter
         self.weight = float(weight)
         self.sigma_start, self.sigma_end = float(sigma_start), float(sigma_end)
@@ -150,16 +153,23 @@ class FaceIDAttn2Patch:
         identities = extra_options.get(IDENTITY_KEY)
         if identities is None:
             identities = st.identities
+        elif not isinstance(identities, faceid.BranchIdentities):
+            raise TypeError(f"transformer_options[{IDENTITY_KEY!r}] must be a BranchIdentities value (set it with "
+                            f"with_branch_identities), got {type(identities).__name__}")
         cond_or_uncond = extra_options.get("cond_or_uncond") or [0]
         adapter = st.adapter
         tokens = adapter.projector.batch_tokens(cond_or_uncond, q.shape[0], identities, q.device, q.dtype)
-        w_k, w_v = adapter.module.kv(self.layer.processor, q.device, q.dtype)
+        w_k, w_v = adapter.kv_weights.kv(self.layer.processor, q.device, q.dtype)
         term = faceid.ip_attention_term(q, tokens, w_k, w_v, extra_options["n_heads"],
                                         upcast=extra_options.get("attn_precision") == torch.float32)
         return torch.add(out, term.to(out.dtype), alpha=st.weight)
 
     # ComfyUI's memory manager: model_patches_to(device / dtype) and model_patches_models()
     def to(self, device_or_dtype):
+        # ComfyUI moves the model (loading it for a run, or offloading it): the weights converted to the UNet's
+        # dtype/device and the projected tokens of the last run are dropped, and made once again in the next.
+        self.state.adapter.kv_weights.clear()
+        self.state.adapter.projector.clear()
         if self.previous is not None and hasattr(self.previous, "to"):
             self.previous = self.previous.to(device_or_dtype)
         return self
@@ -181,29 +191,19 @@ class FaceIDAttn2Patch:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _check_identities(identities, what: str) -> dict[int, torch.Tensor]:
-    if identities is None:
-        return {}
-    if not isinstance(identities, dict):
-        raise TypeError(f"{what} must be a dict {{cond index: tensor [n, 512]}} or None, got "
-                        f"{type(identities).__name__}")
-    out = {}
-    for key, value in identities.items():
-        if isinstance(key, bool) or not isinstance(key, int):
-            raise TypeError(f"{what}: keys are cond indices (int: 0 = positive, 1 = negative with core CFG), got "
-                            f"{key!r}")
-        if value is None:
-            continue
-        if not isinstance(value, torch.Tensor):
-            raise TypeError(f"{what}[{key}]: expected a tensor [n, 512], got {type(value).__name__}")
-        out[key] = faceid.as_embeddings(value, f"{what}[{key}]")
-    return out
+def branch_identities(identities, what: str = "identities") -> faceid.BranchIdentities:
+    """`identities` ({cond index: tensor [n, 512]}, None, or already a BranchIdentities) as the immutable value."""
+    if isinstance(identities, faceid.BranchIdentities):
+        return identities
+    return faceid.BranchIdentities(identities, what)
 
 
-def with_branch_identities(model_options: dict, identities: dict[int, torch.Tensor]) -> dict:
+def with_branch_identities(model_options: dict,
+                           identities: faceid.BranchIdentities | dict[int, torch.Tensor]) -> dict:
     """A copy of `model_options` (the given dict is never mutated) whose transformer_options carry
-    ``faceanon_identity = identities``. An empty map means the null identity in every branch."""
-    ids = _check_identities(identities, "identities")
+    ``faceanon_identity = identities`` as a `BranchIdentities` value (made once: pass the value itself when the same
+    identities serve many calls). An empty map means the null identity in every branch."""
+    ids = branch_identities(identities)
     mo = comfy.model_patcher.create_model_options_clone(model_options)
     to = dict(mo.get("transformer_options", {}))
     to[IDENTITY_KEY] = ids
@@ -283,7 +283,7 @@ def _apply_lora(m, adapter: LoadedIDAdapter, layers, strength: float) -> int:
 
 def apply_id_adapter(model, adapter: LoadedIDAdapter, weight: float = 1.0, lora_strength: float = 1.0,
                      start_percent: float = 0.0, end_percent: float = 1.0,
-                     identities: dict[int, torch.Tensor] | None = None):
+                     identities: faceid.BranchIdentities | dict[int, torch.Tensor] | None = None):
     """Return a clone of `model` (a ModelPatcher; the input is untouched) with the FaceID LoRA applied through
     ComfyUI's weight patching at `lora_strength`, and an attn2 replace patch on every cross-attention layer of the
     input, middle and output blocks that adds ``weight`` x the identity attention between `start_percent` and
@@ -297,7 +297,7 @@ def apply_id_adapter(model, adapter: LoadedIDAdapter, weight: float = 1.0, lora_
     for name, value in (("weight", weight), ("lora_strength", lora_strength)):
         if not math.isfinite(float(value)):
             raise ValueError(f"{name} must be a finite number, got {value}")
-    defaults = _check_identities(identities, "identities")
+    defaults = branch_identities(identities)
     layers = model_attention_layout(model)
     faceid.check_compatible(adapter.weights, layers, _model_name(model))
 
@@ -386,10 +386,8 @@ class FaceAnonApplyIDAdapter(io.ComfyNode):
             inputs=[
                 io.Model.Input("model"),
                 IDAdapter.Input("id_adapter"),
-                io.Float.Input("weight", default=1.0, min=-1.0, max=3.0, step=0.01,
-                               tooltip="Scale of the identity attention (the papers use 1.0)"),
-                io.Float.Input("lora_strength", default=1.0, min=-1.0, max=2.0, step=0.01,
-                               tooltip="Strength of the FaceID LoRA (the papers' pipelines apply it at 1.0)"),
+                knob_input("adapter_weight", "weight"),
+                knob_input("lora_strength"),
                 io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.001),
                 io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.001),
                 Identity.Input("identity", optional=True,

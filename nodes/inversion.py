@@ -19,9 +19,10 @@ import comfy.utils
 import latent_preview
 import torch
 
-from ..faceanon import inversion as core
+from ..faceanon import inversion as edit_inversion
 from ..faceanon.schedules import inversion_sigmas
 from .id_adapter import with_branch_identities
+from .knobs import knob_input
 from .types import Inversion, io
 
 logger = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ class InvertedLatent:
     inversion's start latent when `latent_image` is the LATENT that was inverted.
     """
 
-    core: core.Inversion
+    core: edit_inversion.Inversion
     start_noise: torch.Tensor
     seed: int
     prediction: str
@@ -68,7 +69,7 @@ def prediction_type(model) -> str:
     raise ValueError(f"unsupported model sampling {type(ms).__name__}: FaceAnon supports EPS and V-prediction models")
 
 
-def _start_noise(model, latent: torch.Tensor, inv: core.Inversion) -> torch.Tensor:
+def _start_noise(model, latent: torch.Tensor, inv: edit_inversion.Inversion) -> torch.Tensor:
     """NOISE such that KSAMPLER's noise_scaling(sigmas[0], noise, process_latent_in(latent)) == inv.x_start."""
     ms = model.get_model_object("model_sampling")
     sigma0 = float(inv.sigmas[0])
@@ -93,8 +94,8 @@ def invert_latent(model, positive, negative, latent: dict, solver: str, steps: i
     generator = torch.Generator("cpu").manual_seed(seed)
 
     def run(denoiser, x, sigmas, extra_args=None, callback=None, disable=None):
-        out["inversion"] = core.invert(denoiser, x, sigmas, extra_args, callback, disable, solver=solver, eta=eta,
-                                       generator=generator)
+        out["inversion"] = edit_inversion.invert(denoiser, x, sigmas, extra_args, callback, disable, solver=solver,
+                                                 eta=eta, generator=generator)
         return out["inversion"].x_start.to(x.device, x.dtype)
 
     progress = latent_preview.prepare_callback(model, steps)
@@ -128,16 +129,10 @@ class InversionNoise:
 
 def replay_sampler(inverted: InvertedLatent, keep_final_residual: bool) -> comfy.samplers.KSAMPLER:
     """A SAMPLER that replays the inversion's noise maps with whatever guider it is given."""
-    return comfy.samplers.KSAMPLER(core.sample_replay, extra_options={
-        "inversion": inverted.core, "keep_final_residual": keep_final_residual})
+    return comfy.samplers.KSAMPLER(edit_inversion.sample_replay, extra_options={
+                  "inversion": inverted.core, "keep_final_residual": keep_final_residual})
 
 
-SOLVER_TOOLTIP = ("ddpm: edit-friendly DDPM inversion (NullFace). dpmpp_2m_sde: edit-friendly DPM-Solver++ 2M SDE "
-                  "inversion (Reverse Personalization / LEDITS++). Replay uses the same solver.")
-SKIP_TOOLTIP = ("Fraction of the diffusion range left untouched: sampling starts at timestep round((1-skip)*1000)-1 "
-                "and runs `steps` steps down to the clean image. Higher keeps more of the photo. NullFace's 'skip 70 "
-                "of 100 steps' is skip 0.70 with steps 30; Reverse Personalization's 'skip 0.7' is skip 0.70 with "
-                "steps 100.")
 FINAL_STEP = {
     "drop residual (anonymize)": False,
     "keep residual (exact reconstruction)": True,
@@ -163,15 +158,11 @@ class FaceAnonInvert(io.ComfyNode):
                 io.Conditioning.Input("negative", tooltip="Inversion negative conditioning (used only when cfg != 1; "
                                                           "Reverse Personalization uses a zeroed prompt)."),
                 io.Latent.Input("latent_image", tooltip="The encoded image to invert (VAEEncode)."),
-                io.Combo.Input("solver", options=list(core.SOLVERS), default="ddpm", tooltip=SOLVER_TOOLTIP),
-                io.Int.Input("steps", default=30, min=1, max=1000, tooltip="Steps replayed by sampling; the inversion "
-                                                                            "costs exactly this many evaluations."),
-                io.Float.Input("skip", default=0.7, min=0.0, max=0.99, step=0.01, tooltip=SKIP_TOOLTIP),
-                io.Float.Input("eta", default=1.0, min=0.01, max=1.0, step=0.01,
-                               tooltip="Solver stochasticity; 1 = DDPM / SDE (the papers). Must be > 0."),
-                io.Float.Input("cfg", default=1.0, min=-30.0, max=30.0, step=0.1, round=0.01,
-                               tooltip="Inversion guidance scale; 1 = positive only (NullFace), -10 between the "
-                                       "empty and zeroed prompts (Reverse Personalization)."),
+                knob_input("solver"),
+                knob_input("steps"),
+                knob_input("skip"),
+                knob_input("eta"),
+                knob_input("inversion_cfg", "cfg", round=0.01),
                 io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True,
                              tooltip="Seed of the independent noisy latents of the inverted trajectory."),
             ],

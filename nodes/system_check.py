@@ -11,6 +11,7 @@ import logging
 import time
 
 from ..faceanon import doctor
+from .faces import ui_payload
 from .types import io
 
 logger = logging.getLogger(__name__)
@@ -51,7 +52,8 @@ class FaceAnonSystemCheck(io.ComfyNode):
         if not report.ready:
             logger.warning("FaceAnon system check: %d problem(s):\n%s", len(report.problems),
                            "\n".join(report.problems))
-        return io.NodeOutput(text, ui={"text": [text]})
+        fields = {"ready": report.ready, "headline": report.headline(), "problems": report.problems}
+        return io.NodeOutput(text, ui=ui_payload(text, fields))
 
 
 NODES = [FaceAnonSystemCheck]

@@ -8,11 +8,21 @@ from __future__ import annotations
 
 import logging
 
-from ..faceanon import verify as gate
-from ..faceanon.faces import detect
+from ..faceanon import verify as identity_check
+from ..faceanon.faces import IfNoFace, detect
+from .faces import ui_payload
+from .knobs import knob_input
 from .types import FaceAnalysis, Faces, io
 
 logger = logging.getLogger(__name__)
+
+# The on_failure widget's labels and the action each stands for (saved workflows hold the labels).
+ON_FAILURE = {
+    "report only": identity_check.OnFailure.REPORT,
+    "stop with error": identity_check.OnFailure.STOP,
+    "blur failing faces": identity_check.OnFailure.BLUR,
+    "pixelate failing faces": identity_check.OnFailure.PIXELATE,
+}
 
 CATEGORY = "FaceAnon/privacy"
 
@@ -43,20 +53,18 @@ class FaceAnonVerify(io.ComfyNode):
                 Faces.Input("faces", optional=True,
                             tooltip="The faces found in the original (Detect Faces). Not connected: they are "
                                     "detected here with the settings below"),
-                io.Float.Input("threshold", default=gate.DEFAULT_THRESHOLD, min=0.05, max=0.99, step=0.01,
+                io.Float.Input("threshold", default=identity_check.DEFAULT_THRESHOLD, min=0.05, max=0.99, step=0.01,
                                tooltip="ArcFace cosine similarity at or above which a face FAILS (may still be "
                                        "recognisable). 0.25 is below common verification operating points "
                                        "(about 0.28 at 0.1 % false accepts on LFW, 0.38 LFW-optimal); unrelated "
                                        "people score about 0.0-0.2"),
-                io.Combo.Input("on_failure", options=list(gate.ACTIONS), default="report only",
+                io.Combo.Input("on_failure", options=list(ON_FAILURE), default="report only",
                                tooltip="report only: pass the image through and report; stop with error: stop the "
                                        "run naming every failing face; blur / pixelate failing faces: replace "
                                        "only those faces' regions (the mask output)"),
-                io.Float.Input("detection_threshold", default=0.5, min=0.05, max=0.95, step=0.01,
-                               tooltip="Detector score threshold for finding faces in the output (and in the "
-                                       "original when `faces` is not connected)"),
-                io.Int.Input("min_face_size", default=24, min=4, max=4096, step=1,
-                             tooltip="Smallest face to look for, in pixels (longer box side)"),
+                knob_input("detection_threshold", note="Used on the output, and on the original when `faces` "
+                                                        "is not connected."),
+                knob_input("min_face_size"),
             ],
             outputs=[
                 io.Image.Output(display_name="image", tooltip="The anonymized image, with failing faces blurred or "
@@ -69,21 +77,21 @@ class FaceAnonVerify(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, face_analysis, original, anonymized, faces=None, threshold=gate.DEFAULT_THRESHOLD,
+    def execute(cls, face_analysis, original, anonymized, faces=None, threshold=identity_check.DEFAULT_THRESHOLD,
                 on_failure="report only", detection_threshold=0.5, min_face_size=24):
         if faces is None:
             faces = detect(face_analysis, original, threshold=detection_threshold, min_face_size=min_face_size,
-                             landmarks=True, embeddings=False, if_no_face="flag and pass through")
-        image, mask, report = gate.verify(
-            original, anonymized, faces, gate.analysis_embedder(face_analysis),
-            gate.analysis_detector(face_analysis, detection_threshold, min_face_size), threshold=threshold,
-            action=on_failure, model=face_analysis.embedding_model)
+                             landmarks=True, embeddings=False, if_no_face=IfNoFace.FLAG)
+        image, mask, report = identity_check.verify(
+            original, anonymized, faces, identity_check.analysis_embedder(face_analysis),
+            identity_check.analysis_detector(face_analysis, detection_threshold, min_face_size), threshold=threshold,
+            action=ON_FAILURE[on_failure], model=face_analysis.embedding_model)
         text = report.to_text()
         if report.passed:
             logger.info("FaceAnon Verify: %s", report.summary())
         else:
             logger.warning("FaceAnon Verify: %s", text)
-        return io.NodeOutput(image, mask, report.to_json(), ui={"text": [text]})
+        return io.NodeOutput(image, mask, report.to_json(), ui=ui_payload(text, report.to_dict()))
 
 
 NODES = [FaceAnonVerify]

@@ -1,11 +1,14 @@
 """A real ComfyUI, loaded in-process, with this pack loaded through ComfyUI's own custom-node loader.
 
 Where the host comes from (first that exists):
-1. the `COMFYUI_PATH` environment variable;
-2. `~/ComfyUI` (the conventional place named in the README).
+1. the `COMFYUI_PATH` environment variable (scripts/test.sh sets it to each host that scripts/hosts.py finds or
+   unpacks, in turn);
+2. `~/ComfyUI` (the conventional place named in the README);
+3. a tree that scripts/hosts.py unpacked or cloned into `.hosts/` (the newest version first).
 
-The current interpreter must have ComfyUI's requirements installed (`.ci/run` installs them into the test venv
-when it finds a host). Without a host, or without its requirements, host tests skip with the reason.
+The current interpreter must have ComfyUI's requirements installed (scripts/setup_test_env.sh installs them into the
+test venv). Without a host, or without its requirements, host tests skip with the reason, and in CI
+(`FACEANON_STRICT_SKIPS=1`) that skip is a failure.
 
 Usage in tests: the session fixture `host` (tests/conftest.py) returns a `ComfyHost`; `host.run(prompt)` executes
 an API-format graph and returns every executed node's raw outputs.
@@ -26,6 +29,12 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 logger = logging.getLogger(__name__)
 
 
+def _version_key(name: str) -> tuple[int, ...]:
+    """`comfyui-0.3.64` -> (0, 3, 64); names without a version sort first."""
+    digits = "".join(c if c.isdigit() else " " for c in name).split()
+    return tuple(int(d) for d in digits)
+
+
 def find_host() -> tuple[Path | None, str]:
     """Return (path, "") of a ComfyUI tree, or (None, why none was found)."""
     candidates = []
@@ -33,12 +42,16 @@ def find_host() -> tuple[Path | None, str]:
     if env:
         candidates.append(("COMFYUI_PATH", Path(env).expanduser()))
     candidates.append(("~/ComfyUI", Path.home() / "ComfyUI"))
+    unpacked = sorted(REPO_ROOT.glob(".hosts/*/ComfyUI"), key=lambda p: _version_key(p.parent.name), reverse=True)
+    candidates += [(".hosts", path) for path in unpacked]
     tried = []
     for source, path in candidates:
         if (path / "comfy" / "samplers.py").is_file() and (path / "nodes.py").is_file():
             return path, ""
         tried.append(f"{source}={path}")
-    return None, "no ComfyUI found (tried " + ", ".join(tried) + "); set COMFYUI_PATH to a ComfyUI checkout"
+    why = (f"no ComfyUI found (tried {', '.join(tried)}); set COMFYUI_PATH to a ComfyUI checkout, or run "
+           "scripts/test.sh, which unpacks or clones one (scripts/hosts.py)")
+    return None, why
 
 
 def missing_host_requirements() -> str:

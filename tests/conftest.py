@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -12,6 +13,8 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))  # `import faceanon` (the host-independent package)
 
 _HOST = None
+# CI (.ci/run) sets this: a skipped test is a failure, so a green run means every host and browser test ran.
+STRICT_SKIPS = os.environ.get("FACEANON_STRICT_SKIPS") == "1"
 
 
 @pytest.fixture(scope="session")
@@ -47,3 +50,23 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def _strict(report) -> None:
+    """Turn a skip into a failure that keeps the skip's reason (strict mode only)."""
+    if STRICT_SKIPS and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"skipped, and FACEANON_STRICT_SKIPS=1 (CI) makes a skip a failure: {reason}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    _strict(outcome.get_result())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    outcome = yield
+    _strict(outcome.get_result())

@@ -1,17 +1,61 @@
 """Writers of IP-Adapter FaceID files for tests: the real key names and shapes (model_files.md), random values.
 
-The layout comes from `faceanon.faceid.layout_from_unet_config` / `layout_from_shapes`, so the same writer makes
+The layout comes from `layout_from_unet_config` (here) / `faceanon.faceid.layout_from_shapes`, so the same writer makes
 a full-size SD1.5 (32 processors, 294 keys) or SDXL (140 processors, 1266 keys) file, or a tiny one that matches a
 tiny UNet built in-process. ``device="meta"`` gives shape-only tensors (a full-size SDXL file is 1 GB).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 
 from faceanon.faceid import ID_DIM, LORA_PROJECTIONS, PROJ_HIDDEN, AttentionLayer, layout_from_shapes
+
+def layout_from_unet_config(cfg: Mapping) -> list[AttentionLayer]:
+    """The same layout from a ComfyUI unet_config (model_channels, channel_mult, num_res_blocks, transformer_depth,
+    transformer_depth_middle, transformer_depth_output, context_dim), without building the model."""
+    mc, mult = int(cfg["model_channels"]), list(cfg["channel_mult"])
+    nrb = cfg["num_res_blocks"]
+    nrb = [nrb] * len(mult) if isinstance(nrb, int) else list(nrb)
+    td, tdo = list(cfg["transformer_depth"]), list(cfg["transformer_depth_output"])
+    ctx = int(cfg["context_dim"])
+    shapes: dict[str, tuple[int, int]] = {}
+
+    def add(prefix, depth, ch):
+        for t in range(depth):
+            base = f"diffusion_model.{prefix}.transformer_blocks.{t}"
+            shapes[f"{base}.attn1.to_q.weight"] = (ch, ch)
+            shapes[f"{base}.attn1.to_k.weight"] = (ch, ch)
+            shapes[f"{base}.attn2.to_q.weight"] = (ch, ch)
+            shapes[f"{base}.attn2.to_k.weight"] = (ch, ctx)
+
+    n = 1
+    for level, m in enumerate(mult):
+        for _ in range(nrb[level]):
+            add(f"input_blocks.{n}.1", td.pop(0), mc * m)
+            n += 1
+        if level != len(mult) - 1:
+            n += 1
+    mid = cfg.get("transformer_depth_middle")
+    if mid is not None and mid > 0:
+        add("middle_block.1", int(mid), mc * mult[-1])
+    n = 0
+    for level, m in list(enumerate(mult))[::-1]:
+        for _ in range(nrb[level] + 1):
+            add(f"output_blocks.{n}.1", tdo.pop(), mc * m)
+            n += 1
+    return layout_from_shapes(shapes)
+
+
+SD15_UNET = {"model_channels": 320, "channel_mult": [1, 2, 4, 4], "num_res_blocks": [2, 2, 2, 2],
+             "transformer_depth": [1, 1, 1, 1, 1, 1, 0, 0], "transformer_depth_middle": 1,
+             "transformer_depth_output": [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0], "context_dim": 768}
+SDXL_UNET = {"model_channels": 320, "channel_mult": [1, 2, 4], "num_res_blocks": [2, 2, 2],
+             "transformer_depth": [0, 0, 2, 2, 10, 10], "transformer_depth_middle": 10,
+             "transformer_depth_output": [0, 0, 0, 2, 2, 2, 10, 10, 10], "context_dim": 2048}
+
 
 
 

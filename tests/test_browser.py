@@ -36,6 +36,8 @@ from scripts.build_workflows import FILE_INPUTS, WORKFLOWS, WORKFLOWS_DIR
 from scripts.workflow_tools import check_workflow, layout, ui_to_api
 from tests.comfy_host import find_host
 
+pytestmark = pytest.mark.browser
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOTS = REPO_ROOT / "tests" / "out" / "screenshots"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

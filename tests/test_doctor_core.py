@@ -16,14 +16,14 @@ import torch
 
 from faceanon import doctor, model_files
 from faceanon import faceid as F
-from tests.faceid_files import faceid_state_dict, write_safetensors
+from tests.faceid_files import SD15_UNET, SDXL_UNET, faceid_state_dict, layout_from_unet_config, write_safetensors
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def write_full_layout_bin(path: Path, unet: dict, rank: int | None = 128) -> Path:
     """A FaceID .bin with the real layout's shapes whose tensors are broadcast views of one value (tiny file)."""
-    meta = faceid_state_dict(F.layout_from_unet_config(unet), rank=rank, device="meta")
+    meta = faceid_state_dict(layout_from_unet_config(unet), rank=rank, device="meta")
     small = {part: {k: torch.zeros(1, dtype=v.dtype).expand(v.shape) for k, v in d.items()}
              for part, d in meta.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -53,9 +53,9 @@ def copy_pack(packs: Path, dst: Path, skip: tuple[str, ...] = ()) -> None:
 
 
 def test_faceid_files_are_identified_from_their_headers(tmp_path):
-    sd15 = write_full_layout_bin(tmp_path / "ip-adapter-faceid_sd15.bin", F.SD15_UNET)
-    sdxl = write_full_layout_bin(tmp_path / "ip-adapter-faceid_sdxl.bin", F.SDXL_UNET)
-    no_lora = write_full_layout_bin(tmp_path / "faceid_no_lora.bin", F.SD15_UNET, rank=None)
+    sd15 = write_full_layout_bin(tmp_path / "ip-adapter-faceid_sd15.bin", SD15_UNET)
+    sdxl = write_full_layout_bin(tmp_path / "ip-adapter-faceid_sdxl.bin", SDXL_UNET)
+    no_lora = write_full_layout_bin(tmp_path / "faceid_no_lora.bin", SD15_UNET, rank=None)
     assert sdxl.stat().st_size < 2_000_000  # headers only: the real file is 1.07 GB
     a, b, c = (doctor.inspect_faceid_file(p) for p in (sd15, sdxl, no_lora))
     assert (a.family, a.variant, a.lora_rank) == ("SD1.5", "FaceID", 128)
@@ -64,7 +64,7 @@ def test_faceid_files_are_identified_from_their_headers(tmp_path):
     # .safetensors: read from the header alone
     from tests.tiny_models import SD15_SHALLOW_UNET
 
-    st = write_safetensors(faceid_state_dict(F.layout_from_unet_config(SD15_SHALLOW_UNET), rank=4, seed=1),
+    st = write_safetensors(faceid_state_dict(layout_from_unet_config(SD15_SHALLOW_UNET), rank=4, seed=1),
                            tmp_path / "tiny.safetensors")
     info = doctor.inspect_faceid_file(st)
     assert info.cross_dim == 768 and info.lora_rank == 4 and info.variant == "FaceID"
@@ -75,11 +75,11 @@ def test_faceid_files_are_identified_from_their_headers(tmp_path):
 
 def test_report_lists_what_it_finds_and_every_missing_file(tmp_path, packs):
     root = tmp_path / "models"
-    write_full_layout_bin(root / "ipadapter" / "ip-adapter-faceid_sd15.bin", F.SD15_UNET)
-    write_full_layout_bin(root / "ipadapter" / "sub" / "portrait.bin", F.SD15_UNET, rank=None)
+    write_full_layout_bin(root / "ipadapter" / "ip-adapter-faceid_sd15.bin", SD15_UNET)
+    write_full_layout_bin(root / "ipadapter" / "sub" / "portrait.bin", SD15_UNET, rank=None)
     (root / "ipadapter" / "broken.bin").write_bytes(b"not a torch file")
     # the SDXL adapter put in the checkpoints folder by mistake
-    write_full_layout_bin(root / "checkpoints" / "ip-adapter-faceid_sdxl.bin", F.SDXL_UNET)
+    write_full_layout_bin(root / "checkpoints" / "ip-adapter-faceid_sdxl.bin", SDXL_UNET)
     (root / "checkpoints" / "my_sd15.safetensors").write_bytes(b"x")
     # buffalo_l nested one folder too deep; antelopev2 absent
     copy_pack(packs, root / "insightface" / "models" / "buffalo_l" / "buffalo_l")
@@ -132,7 +132,7 @@ def test_incomplete_pack_names_each_missing_file(tmp_path, packs):
 def test_a_complete_install_is_ready(tmp_path, packs):
     root = tmp_path / "models"
     copy_pack(packs, root / "insightface" / "models" / "buffalo_l")
-    for name, unet in (("ip-adapter-faceid_sd15.bin", F.SD15_UNET), ("ip-adapter-faceid_sdxl.bin", F.SDXL_UNET)):
+    for name, unet in (("ip-adapter-faceid_sd15.bin", SD15_UNET), ("ip-adapter-faceid_sdxl.bin", SDXL_UNET)):
         write_full_layout_bin(root / "ipadapter" / name, unet)
     (root / "checkpoints").mkdir(parents=True)
     (root / "checkpoints" / "any_model.safetensors").write_bytes(b"x")

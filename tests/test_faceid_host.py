@@ -13,10 +13,13 @@ import torch
 
 from faceanon import faceid as CF
 from tests.faceid_files import (
+    SD15_UNET,
+    SDXL_UNET,
     diffusers_attention_paths,
     faceid_state_dict,
     layers_of,
     kohya_lora_state_dict,
+    layout_from_unet_config,
     write_bin,
     write_safetensors,
 )
@@ -208,7 +211,7 @@ def test_cond_or_uncond_order_is_followed(sd15, ida):
     m = ida.apply_id_adapter(sd15.model, sd15.adapter, lora_strength=0.0)
     x = sd15.x[:1]
     to = dict(m.model_options["transformer_options"])
-    to[ida.IDENTITY_KEY] = {1: sd15.e[:1]}
+    to[ida.IDENTITY_KEY] = ida.branch_identities({1: sd15.e[:1]})
     ctx = torch.cat([sd15.ctx, sd15.ctx])
     outs = {}
     with loaded(m), torch.no_grad():
@@ -218,6 +221,31 @@ def test_cond_or_uncond_order_is_followed(sd15, ida):
                                                      transformer_options=t)
     a, b = outs[(0, 1)], outs[(1, 0)]
     assert close(a[0], b[1]) and close(a[1], b[0]) and differs(a[0], a[1])
+    to[ida.IDENTITY_KEY] = {1: sd15.e[:1]}  # a bare dict: the value is made by with_branch_identities
+    with loaded(m), torch.no_grad(), pytest.raises(TypeError, match="must be a BranchIdentities value"):
+        m.model.apply_model(torch.cat([x, x]), torch.tensor([3.0, 3.0]), c_crossattn=ctx,
+                            transformer_options=dict(to, cond_or_uncond=[0, 1], sigmas=torch.tensor([3.0, 3.0])))
+
+
+def test_fp16_weights_converted_and_identities_projected_once_per_run(sd15, ida, tmp_path, monkeypatch):
+    """12.4: the published files are fp16; a float32 UNet gets to_k_ip / to_v_ip converted once per run (not at every
+    call), and each identity is projected once per run."""
+    sd = faceid_state_dict(sd15.layers, rank=8, dtype=torch.float16, seed=11, kv_scale=0.1, lora_scale=0.05)
+    adapter = ida.load_id_adapter(write_bin(sd, tmp_path / "tiny_faceid_fp16.bin"))
+    m = ida.apply_id_adapter(sd15.model, adapter, identities={0: sd15.e[:1]})
+    conversions, projections = [], []
+    kv, project = adapter.module.kv, adapter.module.project
+    monkeypatch.setattr(adapter.module, "kv", lambda p, device, dtype: conversions.append(p) or kv(p, device, dtype))
+    monkeypatch.setattr(adapter.module, "project", lambda e: projections.append(len(e)) or project(e))
+    m.model_patches_to(CPU)  # what ComfyUI's model management does when it loads the model for a run
+    m.model_patches_to(torch.float32)
+    first = [sd15.run(m, sigma=sigma) for sigma in (3.0, 2.0, 1.0)]  # three steps of one run
+    cross = sorted(la.processor for la in sd15.layers if la.attn == "attn2")
+    assert sorted(conversions) == cross and len(projections) == 2  # the identity and the null identity, once
+    m.model_patches_to(CPU)  # the model moves (offloaded, or loaded for the next run): converted again, once
+    again = [sd15.run(m, sigma=sigma) for sigma in (3.0, 2.0, 1.0)]
+    assert sorted(conversions) == sorted(cross * 2) and len(projections) == 4
+    assert all(close(a[0], b[0], tol=0) for a, b in zip(first, again, strict=True))
 
 
 def test_start_end_percent(sd15, ida):
@@ -404,9 +432,9 @@ def full_size(host):
                                                  "use_temporal_attention")}
     out = {}
     for family, cfg, cls, base in (
-            ("SD1.5", dict(CF.SD15_UNET, adm_in_channels=None, use_linear_in_transformer=False, num_heads=8,
+            ("SD1.5", dict(SD15_UNET, adm_in_channels=None, use_linear_in_transformer=False, num_heads=8,
                            num_head_channels=-1), comfy.supported_models.SD15, comfy.model_base.BaseModel),
-            ("SDXL", dict(CF.SDXL_UNET, adm_in_channels=2816, num_classes="sequential",
+            ("SDXL", dict(SDXL_UNET, adm_in_channels=2816, num_classes="sequential",
                           use_linear_in_transformer=True, num_heads=-1, num_head_channels=64),
              comfy.supported_models.SDXL, comfy.model_base.SDXL)):
         model = base(cls(dict(common, **cfg)), device=torch.device("meta"))
@@ -415,7 +443,7 @@ def full_size(host):
 
 
 def _meta_adapter(ida, family):
-    layers = CF.layout_from_unet_config(CF.SD15_UNET if family == "SD1.5" else CF.SDXL_UNET)
+    layers = layout_from_unet_config(SD15_UNET if family == "SD1.5" else SDXL_UNET)
     name = {"SD1.5": "ip-adapter-faceid_sd15.bin", "SDXL": "ip-adapter-faceid_sdxl.bin"}[family]
     weights = ida.faceid.faceid_from_state_dict(faceid_state_dict(layers, device="meta"), name)
     return ida.LoadedIDAdapter(weights)
@@ -470,12 +498,12 @@ def graph_files(host):
     from tests.tiny_models import SD15_SHALLOW_UNET
 
     ckpt = ensure_tiny_sd15_checkpoint(host)
-    layers = CF.layout_from_unet_config(SD15_SHALLOW_UNET)
+    layers = layout_from_unet_config(SD15_SHALLOW_UNET)
     folder = host.models_dir / "ipadapter"
     write_bin(faceid_state_dict(layers, rank=16, dtype=torch.float16, seed=2), folder / "faceanon_tiny_faceid.bin")
     write_safetensors(faceid_state_dict(layers, rank=16, dtype=torch.float16, seed=2),
                       folder / "faceanon_tiny_faceid.safetensors")
-    write_bin(faceid_state_dict(CF.layout_from_unet_config(CF.SD15_UNET), seed=4),
+    write_bin(faceid_state_dict(layout_from_unet_config(SD15_UNET), seed=4),
               folder / "ip-adapter-faceid_sd15.bin")
     (folder / "faceanon_broken.bin").write_bytes(b"PK\x03\x04 this is not a complete zip")
     return ckpt

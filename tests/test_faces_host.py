@@ -3,6 +3,8 @@ models/insightface and extra paths, errors that say what to do, interruption hon
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -110,6 +112,8 @@ def test_no_face_is_an_error_or_flagged(setup):
     out = host.run(g)
     faces, preview, report, count = out["3"]
     assert count == 0 and faces.missing == (0,) and report.startswith("WARNING: no face found")
+    fields = json.loads(host.executor.history_result["outputs"]["3"]["faceanon_report"][0])  # read by the js
+    assert fields == {"n_faces": 0, "batch_size": 1, "images_without_faces": [0]}
     assert out["5"][0].shape == (1, 128, 128, 3)  # a placeholder keeps the graph running
     pasted, alpha, paste_report = out["7"]
     assert torch.equal(pasted, out["1"][0]) and not alpha.any()

@@ -4,12 +4,13 @@ extra_model_paths.yaml."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-from faceanon import faceid as F
+from tests.faceid_files import SD15_UNET, SDXL_UNET
 from tests.test_doctor_core import write_full_layout_bin
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -21,15 +22,17 @@ def test_node_reports_the_hosts_folders_and_files(host, tmp_path):
     assert "FaceAnonSystemCheck" in host.pack_node_ids
     assert host.nodes.NODE_CLASS_MAPPINGS["FaceAnonSystemCheck"].CATEGORY == "FaceAnon/setup"
     extra = tmp_path / "extra_ipadapter"
-    write_full_layout_bin(extra / "my_faceid_sdxl.bin", F.SDXL_UNET)
+    write_full_layout_bin(extra / "my_faceid_sdxl.bin", SDXL_UNET)
     folder_paths.add_model_folder_path("ipadapter", str(extra), is_default=False)  # as extra_model_paths.yaml does
     try:
         def graph():  # a fresh prompt per queue, as the frontend sends (ComfyUI stores is_changed in it)
             return {"1": {"class_type": "FaceAnonSystemCheck", "inputs": {}}}
 
         text = host.run(graph())["1"][0]
-        ui = host.executor.history_result["outputs"]["1"]["text"]
-        assert ui == [text] and text.startswith("FaceAnon system check:")
+        ui = host.executor.history_result["outputs"]["1"]
+        assert ui["text"] == [text] and text.startswith("FaceAnon system check:")
+        fields = json.loads(ui["faceanon_report"][0])  # what the frontend extension summarizes
+        assert fields["headline"] == text.splitlines()[0] and fields["ready"] is False and fields["problems"]
         assert f"  {extra}  [extra]" in text and f"  {host.models_dir / 'ipadapter'}  [" in text
         assert "my_faceid_sdxl.bin: IP-Adapter FaceID for SDXL, embedded LoRA present (rank 128)" in text
         version = (host.path / "comfyui_version.py").read_text().split('"')[1]
@@ -45,7 +48,7 @@ def test_node_reports_the_hosts_folders_and_files(host, tmp_path):
 
 def test_doctor_command_reads_extra_model_paths(host, tmp_path):
     shared = tmp_path / "shared_models"
-    write_full_layout_bin(shared / "ipadapter" / "ip-adapter-faceid_sd15.bin", F.SD15_UNET)
+    write_full_layout_bin(shared / "ipadapter" / "ip-adapter-faceid_sd15.bin", SD15_UNET)
     (shared / "insightface" / "models" / "antelopev2" / "antelopev2").mkdir(parents=True)
     (shared / "insightface" / "models" / "antelopev2" / "antelopev2" / "glintr100.onnx").write_bytes(b"x")
     config = tmp_path / "extra.yaml"
@@ -67,8 +70,6 @@ def test_doctor_command_reads_extra_model_paths(host, tmp_path):
 
 
 def test_doctor_json(host, tmp_path):
-    import json
-
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
     run = subprocess.run([sys.executable, "-m", "faceanon.doctor", "--comfyui", str(host.path), "--json"],
                          capture_output=True, text=True, env=env, cwd=str(tmp_path), timeout=300)

@@ -20,6 +20,7 @@ from faceanon.faces import Face, Faces, crop_faces, paste_faces
 from faceanon.verify import (
     DEFAULT_THRESHOLD,
     IdentityLeakError,
+    OnFailure,
     VerifyReport,
     analysis_embedder,
     check_faces,
@@ -147,7 +148,7 @@ def test_a_face_missing_in_the_output_fails_even_when_dissimilar(astronaut, phot
     assert mask.sum() > 0
 
 
-@pytest.mark.parametrize("action", ["blur failing faces", "pixelate failing faces"])
+@pytest.mark.parametrize("action", [OnFailure.BLUR, OnFailure.PIXELATE])
 def test_redaction_changes_only_the_failing_faces(photos, embed, action):
     """Group photo, 6 real faces: faces 0 and 2 swapped (both pass), the other four left as they were (fail)."""
     t1 = photos["t1.jpg"]
@@ -177,7 +178,7 @@ def test_stop_with_error_names_the_failing_face(astronaut, embed):
     faces = make_faces(astronaut, [ASTRONAUT])
     with pytest.raises(IdentityLeakError, match=r"image 0, face 0: FAIL, similarity 1\.000 >= 0\.95"):
         verify(astronaut, astronaut.clone(), faces, embed, still_there(faces), threshold=SYNTH_THRESHOLD,
-               action="stop with error")
+               action=OnFailure.STOP)
 
 
 def test_one_original_against_a_batch_of_variants(astronaut, photos, embed):
@@ -199,6 +200,7 @@ def test_report_json_and_text(astronaut, embed):
     assert data["faces"][0]["status"] == "fail" and data["faces"][0]["box"] == [175.0, 76.0, 266.0, 167.0]
     assert data["threshold"] == SYNTH_THRESHOLD and data["summary"].startswith("identity check: 0/1 face(s) pass")
     assert isinstance(report, VerifyReport) and report.to_text().splitlines()[0] == data["summary"]
+    assert data["action"] == "report" and data["faces"][0]["text"] == report.checks[0].describe(SYNTH_THRESHOLD)
 
 
 def test_bad_inputs_say_what_to_connect(astronaut, embed):
@@ -210,8 +212,9 @@ def test_bad_inputs_say_what_to_connect(astronaut, embed):
         verify(torch.cat([astronaut] * 2), torch.cat([astronaut] * 3), faces, embed, still_there(faces))
     with pytest.raises(ValueError, match=r"faces were found in 1 image\(s\) of 512x512.*original is 2 image"):
         verify(torch.cat([astronaut] * 2), torch.cat([astronaut] * 2), faces, embed, still_there(faces))
-    with pytest.raises(ValueError, match="action must be one of"):
-        verify(astronaut, astronaut, faces, embed, still_there(faces), action="shrug")
+    for label in ("shrug", "blur failing faces"):  # the widget's labels are the node's business, not the maths'
+        with pytest.raises(ValueError, match="action must be one of 'report', 'stop', 'blur', 'pixelate'"):
+            verify(astronaut, astronaut, faces, embed, still_there(faces), action=label)
     with pytest.raises(ValueError, match="threshold must be a cosine similarity"):
         verify(astronaut, astronaut, faces, embed, still_there(faces), threshold=1.5)
 

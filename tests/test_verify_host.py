@@ -100,6 +100,9 @@ def test_graph_flags_unchanged_and_passes_another_face(env):
     assert data["passed"] is False and data["n_failed"] == 1 and data["model"] == "buffalo_l/w600k_r50.onnx"
     ui = env.executor.history_result["outputs"]["5"]  # what the frontend receives
     assert "FAIL" in ui["text"][0] and ui["text"][0].startswith("identity check: 0/1")
+    fields = json.loads(ui["faceanon_report"][0])  # the structured fields js/faceanon.js reads
+    assert fields["passed"] is False and fields["summary"] == data["summary"]
+    assert [f["status"] for f in fields["faces"]] == ["fail"] and "FAIL" in fields["faces"][0]["text"]
 
     ok = env.run(_graph("verify_other.png", "report only", with_faces=False))
     data = json.loads(ok["5"][2])

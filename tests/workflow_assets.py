@@ -63,13 +63,12 @@ def write_tiny_faceid(path: Path) -> Path:
     """A FaceID .bin matching the tiny SD1.5-layout checkpoint's UNet (any file name)."""
     import torch
 
-    from faceanon import faceid as CF
-    from tests.faceid_files import faceid_state_dict, write_bin
+    from tests.faceid_files import faceid_state_dict, layout_from_unet_config, write_bin
     from tests.tiny_models import SD15_SHALLOW_UNET
 
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        layers = CF.layout_from_unet_config(SD15_SHALLOW_UNET)
+        layers = layout_from_unet_config(SD15_SHALLOW_UNET)
         write_bin(faceid_state_dict(layers, rank=8, dtype=torch.float16, seed=4, kv_scale=0.2), path)
     return path
 

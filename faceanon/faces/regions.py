@@ -11,7 +11,7 @@ polygon exactly (Minkowski sum with a disc), negative dilation erodes the raster
 
 Public API:
     region_polygons(face, region) -> list[np.ndarray]   (image pixels)
-    region_mask(faces, regions, mode, dilation, feather, coordinates, crops) -> Tensor
+    region_mask(faces, regions, mode, dilation, feather, coordinates, crop_info) -> Tensor
     face_mask_in_crop(face, forward, size) -> Tensor [size, size]
 """
 
@@ -227,7 +227,7 @@ def region_mask(
     dilation: float = 0.0,
     feather: float = 0.0,
     coordinates: str = "image",
-    crops: FaceCrops | None = None,
+    crop_info: FaceCrops | None = None,
     device="cpu",
 ) -> torch.Tensor:
     """Masks of face regions (1 = change).
@@ -239,8 +239,8 @@ def region_mask(
         dilation: grow (>0) or shrink (<0) the regions, in pixels of the output coordinates.
         feather: soften the edges over about this many pixels (Gaussian).
         coordinates: "image" -> [B, H, W], one mask per image with every face of that image;
-            "crop" -> [N, S, S], one mask per face in the aligned crop's coordinates (needs `crops`).
-        crops: the FaceCrops from crop_faces (for "crop" coordinates).
+            "crop" -> [N, S, S], one mask per face in the aligned crop's coordinates (needs `crop_info`).
+        crop_info: the FaceCrops from crop_faces (for "crop" coordinates).
         device: torch device of the result.
 
     Returns:
@@ -256,12 +256,12 @@ def region_mask(
             polys = [p for r in names for p in region_polygons(f, r)]
             rasterize(polys, h, w, dilation=dilation, feather=feather, out=out[f.image_index])
     elif coordinates == "crop":
-        if crops is None:
+        if crop_info is None:
             raise ValueError("crop-coordinate masks need the FACEANON_FACE_CROPS value from Crop Faces")
-        s = crops.size
-        out = torch.zeros(len(crops), s, s, dtype=torch.float32, device=device)
-        for i, f in enumerate(crops.faces):
-            fwd = crops.forward[i].cpu().numpy()
+        s = crop_info.size
+        out = torch.zeros(len(crop_info), s, s, dtype=torch.float32, device=device)
+        for i, f in enumerate(crop_info.faces):
+            fwd = crop_info.forward[i].cpu().numpy()
             polys = [_transform(p, fwd) for r in names for p in region_polygons(f, r)]
             rasterize(polys, s, s, dilation=dilation, feather=feather, out=out[i])
     else:
