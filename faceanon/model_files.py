@@ -138,6 +138,12 @@ def where_to_get(name: str, folder: str = "") -> str:
             + "; check the file name, or see the model table in FaceAnon's README.")
 
 
+def with_documented(found: list[str], folder: str) -> list[str]:
+    """A loader's choices: the files found, then the documented files of `folder` that are missing (listed so that
+    a workflow naming them validates and the loader can say where to get them)."""
+    return list(found) + [m.name for m in files_in(folder) if m.name not in found]
+
+
 def missing_file_message(name: str, folder: str, searched: list[str] | tuple[str, ...]) -> str:
     """The error for a model file that is not there: the file, every folder searched, and where to get it."""
     where = "\n".join(f"  {p}" for p in searched) or "  (no folder is registered for it)"
