@@ -44,7 +44,8 @@ def test_faceid_loader_names_file_folders_and_source(host, tmp_path):
     extra.mkdir()
     folder_paths.add_model_folder_path("ipadapter", str(extra), is_default=False)
     try:
-        options = host.nodes.NODE_CLASS_MAPPINGS["FaceAnonLoadIDAdapter"].INPUT_TYPES()["required"]["adapter"][0]
+        spec = host.nodes.NODE_CLASS_MAPPINGS["FaceAnonLoadIDAdapter"].INPUT_TYPES()["required"]["adapter"]
+        options = spec[1]["options"] if spec[0] == "COMBO" else spec[0]  # V3 / V1 combo form
         assert "ip-adapter-faceid_sdxl.bin" in options  # listed although missing: the template validates
         missing = next(n for n in ("ip-adapter-faceid_sdxl.bin", "ip-adapter-faceid_sd15.bin")
                        if folder_paths.get_full_path("ipadapter", n) is None)
