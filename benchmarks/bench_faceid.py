@@ -15,8 +15,6 @@ Usage:  python benchmarks/bench_faceid.py [--comfyui PATH] [--calls N] [--full-c
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import os
 import statistics
 import sys
@@ -25,77 +23,31 @@ import uuid
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 
 
-def boot(comfyui: Path, gpu: bool):
-    sys.path.insert(0, str(comfyui))
-    from comfy.cli_args import args
+def boot(comfyui: Path, gpu: bool, workdir: Path):
+    """ComfyUI booted in-process with the pack loaded by its own loader (dev.host); the ID adapter module."""
+    from dev.host import ComfyHost
 
-    args.cpu = not gpu
-    import comfy.model_management  # noqa: F401  (device chosen here)
-
-    # Import the pack as a package under an alias (its folder name need not be a valid module name).
-    spec = importlib.util.spec_from_file_location("faceanon_pack", REPO / "__init__.py",
-                                                  submodule_search_locations=[str(REPO)])
-    pack = importlib.util.module_from_spec(spec)
-    sys.modules["faceanon_pack"] = pack
-    spec.loader.exec_module(pack)
-    return importlib.import_module("faceanon_pack.nodes.id_adapter")
-
-
-SD15_BASE = {"in_channels": 4, "out_channels": 4, "num_res_blocks": [2, 2, 2, 2], "channel_mult": [1, 2, 4, 4],
-             "transformer_depth": [1, 1, 1, 1, 1, 1, 0, 0], "transformer_depth_output": [1] * 9 + [0, 0, 0],
-             "transformer_depth_middle": 1, "use_linear_in_transformer": False, "adm_in_channels": None,
-             "use_temporal_attention": False, "use_spatial_transformer": True, "legacy": False, "image_size": 32,
-             "use_checkpoint": False, "dims": 2, "use_temporal_resblock": False}
+    return ComfyHost(comfyui, workdir, cpu=not gpu).pack("nodes.id_adapter")
 
 
 def build(model_channels: int, context_dim: int, device, dtype, seed: int):
-    import comfy.model_base
-    import comfy.model_patcher
-    import comfy.supported_models
-    import torch
+    from dev.tiny_models import SD15_FULL_UNET, build_model_patcher
 
-    cfg = dict(SD15_BASE, model_channels=model_channels, context_dim=context_dim)
-    config = comfy.supported_models.SD15(cfg)
-    model = comfy.model_base.BaseModel(config, device=device)
-    g = torch.Generator(device="cpu").manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.diffusion_model.named_parameters():
-            if name.endswith("bias"):
-                p.zero_()
-            elif p.ndim == 1:
-                p.fill_(1.0)
-            else:
-                fan_in = p[0].numel()
-                p.copy_(torch.randn(p.shape, generator=g) * min(0.02, fan_in ** -0.5))
-    model.diffusion_model.to(dtype)
-    return comfy.model_patcher.ModelPatcher(model, load_device=device, offload_device=device), cfg
+    cfg = dict(SD15_FULL_UNET, model_channels=model_channels, context_dim=context_dim)
+    return build_model_patcher(cfg, "sd15", seed=seed, device=device, dtype=dtype), cfg
 
 
 def faceid_file(patcher, path: Path, seed: int):
+    """A FaceID .bin for this UNet (real key names, fp16 as published, rank-128 LoRA); its cross-attention count."""
     import torch
 
-    from faceanon_pack.faceanon import faceid
+    from dev.faceid_files import faceid_state_dict, layers_of, write_bin
 
-    layers = faceid.layout_from_shapes({k: v.shape for k, v in patcher.model_state_dict().items()})
-    g = torch.Generator().manual_seed(seed)
-    c = layers[1].context_dim
-    ip = {}
-    for la in layers:
-        ins = {"to_q": la.width, "to_k": la.context_dim, "to_v": la.context_dim, "to_out": la.width}
-        for p in faceid.LORA_PROJECTIONS:
-            ip[f"{la.processor}.{p}_lora.down.weight"] = torch.randn(128, ins[p], generator=g).half() * 0.01
-            ip[f"{la.processor}.{p}_lora.up.weight"] = torch.randn(la.width, 128, generator=g).half() * 0.01
-        if la.attn == "attn2":
-            ip[f"{la.processor}.to_k_ip.weight"] = torch.randn(la.width, c, generator=g).half() * 0.05
-            ip[f"{la.processor}.to_v_ip.weight"] = torch.randn(la.width, c, generator=g).half() * 0.05
-    image_proj = {"proj.0.weight": torch.randn(1024, 512, generator=g).half() * 0.04,
-                  "proj.0.bias": torch.zeros(1024).half(),
-                  "proj.2.weight": torch.randn(4 * c, 1024, generator=g).half() * 0.03,
-                  "proj.2.bias": torch.zeros(4 * c).half(), "norm.weight": torch.ones(c).half(),
-                  "norm.bias": torch.zeros(c).half()}
-    torch.save({"image_proj": image_proj, "ip_adapter": ip}, path)
+    layers = layers_of(patcher)
+    write_bin(faceid_state_dict(layers, rank=128, dtype=torch.float16, seed=seed), path)
     return path, len([la for la in layers if la.attn == "attn2"])
 
 
@@ -200,7 +152,8 @@ def main():
     import tempfile
 
     logging.disable(logging.INFO)
-    ida = boot(Path(a.comfyui), a.gpu)
+    tmp = Path(tempfile.mkdtemp(prefix="bench_faceid_"))
+    ida = boot(Path(a.comfyui), a.gpu, tmp)
     import torch
 
     if a.threads:
@@ -208,7 +161,6 @@ def main():
     use_gpu = a.gpu and torch.cuda.is_available()
     device = torch.device("cuda" if use_gpu else "cpu")
     dtype = torch.float16 if use_gpu else torch.float32
-    tmp = Path(tempfile.mkdtemp(prefix="bench_faceid_"))
     print(f"device {device} ({torch.cuda.get_device_name() if use_gpu else f'{torch.get_num_threads()} threads'}), "
           f"dtype {dtype}, torch {torch.__version__}")
     rows = [bench(ida, "tiny", 32, 64, 8, a.calls, device, dtype, tmp)]

@@ -1,7 +1,7 @@
 """Face detection + identity embedding on CPU: FaceAnon's `detect` against insightface's own FaceAnalysis.get,
 side by side in one run, on the same models and the same photos.
 
-Models: the synthesized buffalo_l pack of tests/onnx_packs.py built with `compute=True`, i.e. with the real models'
+Models: the synthesized buffalo_l pack of dev/onnx_packs.py built with `compute=True`, i.e. with the real models'
 compute cost (about 10 GFLOPs per 640x640 detector pass like SCRFD-10G, about 6.5 GFLOPs per face like the
 ResNet-50 ArcFace) and outputs that find the synthetic faces drawn here. Photos: scikit-image's astronaut scaled to
 1024x1024 and 4096x4096 with synthetic faces of several sizes drawn on it (small ones in the large photo).
@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from faceanon import faces as F  # noqa: E402, N812
-from tests.onnx_packs import draw_face, write_pack  # noqa: E402
+from dev.onnx_packs import draw_face, write_pack  # noqa: E402
 
 PHOTOS = {
     1024: [((300, 330), 220, 1), ((700, 300), 120, 2), ((520, 760), 300, 3), ((880, 820), 64, 4)],

@@ -44,8 +44,8 @@ class RowClock(ModelClock):
 
 
 def patched_model(host, unet_config, tmp, seed=0):
-    from tests.faceid_files import faceid_state_dict, layers_of, write_bin
-    from tests.tiny_models import build_model_patcher
+    from dev.faceid_files import faceid_state_dict, layers_of, write_bin
+    from dev.tiny_models import build_model_patcher
 
     ida = host.pack("nodes.id_adapter")
     base = build_model_patcher(unet_config, "sd15", seed=seed)
@@ -121,7 +121,7 @@ def overhead(host, model, ctx_dim, lat_hw, solver, steps, reps):
 
 def main():
     host, args, tmp = boot(__doc__, "bench_guidance")
-    from tests.tiny_models import SD15_TINY_UNET
+    from dev.tiny_models import SD15_TINY_UNET
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, ComfyUI at {host.path}")
     tiny = patched_model(host, SD15_TINY_UNET, tmp)

@@ -24,7 +24,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.comfy_host import ComfyHost, find_host  # noqa: E402
+from dev.host import ComfyHost, find_host  # noqa: E402
 
 SD15_FULL_UNET = {
     "in_channels": 4, "out_channels": 4, "model_channels": 320, "num_res_blocks": [2, 2, 2, 2],
@@ -134,7 +134,7 @@ def boot(doc: str, name: str):
 
 def main():
     host, args, _ = boot(__doc__, "bench_inversion")
-    from tests.tiny_models import SD15_TINY_UNET, build_model_patcher
+    from dev.tiny_models import SD15_TINY_UNET, build_model_patcher
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, ComfyUI at {host.path}")
     tiny = build_model_patcher(SD15_TINY_UNET, "sd15")

@@ -10,9 +10,12 @@ Because the FaceID projection is non-linear the two conventions differ; both are
 `identity_scale` (the factor applied to the embedding) and a signed `cfg`.
 
 The mask gate (NullFace, algorithms.md A.5) keeps the guided prediction inside the mask and, outside it, the
-*identity-free* prediction: the same guidance with the null identity in the conditional branch and the inversion's
-text in the unconditional one. With the inversion's conditioning and cfg this is exactly the prediction the
-inversion was computed with, so the region outside the mask follows the reconstruction trajectory.
+*identity-free* prediction: the inversion's own prediction, i.e. its texts and its guidance scale with the null
+identity in both branches, so the region outside the mask follows the reconstruction trajectory exactly.
+
+The guided prediction with the null identity differs from the inversion's by ``(cfg - inversion_cfg) x (text_c -
+text_u)`` (the texts' predictions): sampling may use another scale than the inversion only where both texts are the
+same (NullFace, text "" in both). `cfg_mismatch` says what a mismatch breaks.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["cfg_combine", "branch_identity", "mask_to_latent", "gate", "step_index", "restore_outside"]
+__all__ = ["cfg_combine", "cfg_mismatch", "branch_identity", "mask_to_latent", "gate", "step_index",
+           "restore_outside"]
 
 
 def _blur(m: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -34,6 +38,28 @@ def _blur(m: torch.Tensor, sigma: float) -> torch.Tensor:
 def cfg_combine(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Tensor:
     """Classifier-free guidance ``uncond + scale * (cond - uncond)``; `scale` may be negative."""
     return uncond + scale * (cond - uncond)
+
+
+def cfg_mismatch(cfg: float, inversion_cfg: float, texts_differ: bool) -> str | None:
+    """What sampling at `cfg` breaks when the inversion used `inversion_cfg`, or None when nothing does.
+
+    Args:
+        cfg (`float`): the sampling guidance scale.
+        inversion_cfg (`float`): the inversion's guidance scale.
+        texts_differ (`bool`): whether the conditional and unconditional texts differ (Reverse Personalization: ""
+            vs the zeroed prompt; NullFace: "" in both, where any pair of scales is consistent).
+
+    Returns:
+        `str | None`: a sentence for the log and the report.
+    """
+    if not texts_differ or float(cfg) == float(inversion_cfg):
+        return None
+    return (f"sampling cfg {cfg:g} differs from the inversion's cfg {inversion_cfg:g} while the conditional and "
+            f"unconditional texts differ: every guided step adds {cfg - inversion_cfg:g} x (conditional - "
+            f"unconditional text prediction) that the inversion did not make, so the image drifts from the photo "
+            f"beyond the identity (background, hair, pose, light, wherever the guidance is not gated off) and "
+            f"identity_scale 0 no longer reconstructs it; outside the face gate the prediction still follows the "
+            f"inversion. Invert and sample with one scale.")
 
 
 def branch_identity(embeddings: torch.Tensor, identity_scale: float) -> torch.Tensor:

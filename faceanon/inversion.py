@@ -10,16 +10,18 @@ makes the stochastic sampler land exactly on the next stored latent. Replaying t
 maps and the same denoiser reproduces the trajectory exactly; a different denoiser (another identity) moves only
 what it changes.
 
-The last step of a schedule that ends at sigma 0 is a plain denoise with no noise term: no noise map can
-correct it. Its error, ``x0 - denoised``, is kept as `final_residual`; replay may add it back (exact
-reconstruction) or drop it (the papers' behaviour: the residual is a faint copy of the original's finest detail).
+The last step lands on the clean latent ``x0`` itself (as in both reference pipelines, algorithms.md A.3, B.2). What
+it needs on top of the solver's deterministic part, ``x0 - mu`` (its noise term when the schedule ends above sigma 0,
+the plain denoise's error when it ends at 0), is kept as `final_residual`. Replay adds it back or drops it:
+Reverse Personalization keeps its last noise map (exact reconstruction, and the last step injects a faint copy of the
+original's finest detail); NullFace zeroes it (its sample ends on the solver's own last step).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -38,9 +40,9 @@ class Inversion:
     Attributes:
         x0 (`torch.Tensor`): the clean latent that was inverted (the denoiser's space).
         x_start (`torch.Tensor`): the noisy latent at ``sigmas[0]`` where sampling starts.
-        noises (`torch.Tensor`): ``[steps, *x0.shape]`` noise maps in sampling order; zero for a step without
-            a noise term (the last step when it goes to sigma 0).
-        final_residual (`torch.Tensor | None`): ``target - denoised`` of a last step that goes to sigma 0.
+        noises (`torch.Tensor`): ``[steps, *x0.shape]`` noise maps in sampling order; the last one is zero (the
+            last step's correction is `final_residual`).
+        final_residual (`torch.Tensor`): ``x0 - mu`` of the last step: what lands it exactly on ``x0``.
         sigmas (`torch.Tensor`): the schedule, ``steps + 1`` values in sampling order.
         solver (`str`): one of `SOLVERS`.
         eta (`float`): stochasticity of the solver, in (0, 1].
@@ -49,7 +51,7 @@ class Inversion:
     x0: torch.Tensor
     x_start: torch.Tensor
     noises: torch.Tensor
-    final_residual: torch.Tensor | None
+    final_residual: torch.Tensor
     sigmas: torch.Tensor
     solver: str
     eta: float
@@ -128,14 +130,34 @@ def _check(solver: str, eta: float, sigmas: torch.Tensor) -> None:
         raise ValueError(f"sigmas must be >= 0, got {sigmas.tolist()}")
 
 
+def _draws(n: int, x: torch.Tensor, generator) -> torch.Tensor:
+    """``[n, *x.shape]`` standard normal draws on the CPU: from one generator, or row b from ``generator[b]``."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return torch.randn((n, *x.shape), generator=generator, dtype=torch.float32)
+    generators = list(generator)
+    if len(generators) != x.shape[0]:
+        raise ValueError(f"got {len(generators)} generators for a latent batch of {x.shape[0]} rows: give one "
+                         f"generator, or one per row")
+    return torch.stack([torch.randn((n, *x.shape[1:]), generator=g, dtype=torch.float32) for g in generators], 1)
+
+
 @torch.no_grad()
 def invert(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, extra_args: dict | None = None,
            callback: Callable | None = None, disable: bool | None = None, solver: str = "ddpm", eta: float = 1.0,
-           generator: torch.Generator | None = None) -> Inversion:
+           generator: torch.Generator | Sequence[torch.Generator] | None = None,
+           steps_per_call: int = 1) -> Inversion:
     """Edit-friendly inversion of a clean latent `x` along `sigmas` (arXiv 2304.06140, Alg. 1).
 
+    Every noisy latent is drawn before any model call, so the denoiser's inputs do not depend on its outputs: only
+    the solver steps do (the noise map of step i needs ``D_i``, and DPM-Solver++ 2M SDE's midpoint correction
+    ``D_{i-1}`` too). With ``steps_per_call = k > 1`` the denoiser therefore sees k steps' latents at once (one call
+    on ``k * batch`` rows with per-row sigmas), and the steps are then solved in order, as with k = 1. The results
+    equal k = 1's within float rounding (k = 1 evaluates each step at the latent recomputed from its noise map,
+    ``mu + sigma_up * z``; k > 1 at the drawn latent it equals up to one rounding).
+
     Args:
-        model (`Callable`): denoiser ``model(x, sigma_batch, **extra_args) -> x0_hat``.
+        model (`Callable`): denoiser ``model(x, sigma_batch, **extra_args) -> x0_hat``; with ``steps_per_call > 1``
+            it must treat each row with its own sigma (ComfyUI's models do).
         x (`torch.Tensor`): the clean latent to invert.
         sigmas (`torch.Tensor`): strictly decreasing schedule in sampling order (``steps + 1`` values).
         extra_args (`dict`, *optional*): passed to the denoiser.
@@ -143,33 +165,49 @@ def invert(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, extra_args: d
         disable (`bool`, *optional*): unused (k-diffusion signature).
         solver (`str`, defaults to "ddpm"): "ddpm" (NullFace) or "dpmpp_2m_sde" (Reverse Personalization).
         eta (`float`, defaults to 1.0): stochasticity, in (0, 1].
-        generator (`torch.Generator`, *optional*): CPU generator for the independent noisy latents.
+        generator (`torch.Generator` or a sequence of them, *optional*): CPU generator(s) for the independent noisy
+            latents; a sequence gives each batch row its own (row b inverted alone with ``generator[b]`` draws the
+            same latents).
+        steps_per_call (`int`, defaults to 1): steps whose denoiser evaluations share one call.
 
     Returns:
         `Inversion`: start latent, noise maps in sampling order, the final residual and the schedule.
-        Exactly ``steps`` denoiser calls are made.
+        Exactly ``steps`` denoiser evaluations are made, in ``ceil(steps / steps_per_call)`` calls.
     """
     extra_args = {} if extra_args is None else extra_args
     sigmas = torch.as_tensor(sigmas, dtype=torch.float32).cpu()
     _check(solver, eta, sigmas)
+    if int(steps_per_call) < 1:
+        raise ValueError(f"steps_per_call must be >= 1 (1 = one denoiser call per step), got {steps_per_call}")
     n = len(sigmas) - 1
+    k = min(int(steps_per_call), n)
     s_in = x.new_ones([x.shape[0]])
-    draws = torch.randn((n + 1, *x.shape), generator=generator, dtype=torch.float32)
-    # Independent noisy latents x_i = x0 + sigma_i n_i; the last one is x0 itself when sigmas end at 0.
+    draws = _draws(n + 1, x, generator)
+    # Independent noisy latents x_i = x0 + sigma_i n_i; the last step's target is x0 itself.
     xs = [x + float(s) * draws[i].to(x.device, x.dtype) for i, s in enumerate(sigmas.tolist())]
+    xs[n] = x
     noises = torch.zeros((n, *x.shape), dtype=x.dtype)
     final_residual = None
     history: dict[str, Any] = {}
+    chunk: list[torch.Tensor] = []
     for i in range(n):
         sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
-        denoised = model(xs[i], sigma * s_in, **extra_args)
+        if k == 1:
+            denoised = model(xs[i], sigma * s_in, **extra_args)
+        else:
+            if i % k == 0:  # the next k steps' evaluations in one call
+                rows = range(i, min(i + k, n))
+                out = model(torch.cat([xs[j] for j in rows]), torch.cat([float(sigmas[j]) * s_in for j in rows]),
+                            **extra_args)
+                chunk = list(out.split(x.shape[0]))
+            denoised = chunk[i % k]
         mu, sigma_up = _step(solver, xs[i], denoised, sigma, sigma_next, eta, history)
-        if sigma_up > 0:
+        if i < n - 1:
             z = (xs[i + 1] - mu) / sigma_up
             noises[i] = z.cpu()
             xs[i + 1] = mu + sigma_up * z  # keeps the chain consistent with what replay computes
         else:
-            final_residual = (xs[i + 1] - mu).cpu()
+            final_residual = (xs[n] - mu).cpu()
         if callback is not None:
             callback({"x": xs[i + 1], "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i], "denoised": denoised})
     return Inversion(x0=x.detach().cpu(), x_start=xs[0].detach().cpu(), noises=noises,
@@ -193,8 +231,9 @@ def sample_replay(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, extra_
         callback (`Callable`, *optional*): called after each step with k-diffusion's keys.
         disable (`bool`, *optional*): unused (k-diffusion signature).
         inversion (`Inversion`): the noise maps and solver to replay.
-        keep_final_residual (`bool`, defaults to False): add the inversion's final residual at the last step
-            (exact reconstruction) instead of ending on the plain denoise (the papers' behaviour).
+        keep_final_residual (`bool`, defaults to False): end the last step on the inversion's target (its noise
+            map kept: Reverse Personalization, exact reconstruction) instead of on the solver's deterministic part
+            (its noise map zeroed: NullFace).
 
     Returns:
         `torch.Tensor`: the sampled latent.
@@ -217,12 +256,12 @@ def sample_replay(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, extra_
         sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
         denoised = model(x, sigma * s_in, **extra_args)
         mu, sigma_up = _step(inversion.solver, x, denoised, sigma, sigma_next, inversion.eta, history)
-        if sigma_up > 0:
+        if i < len(sigmas) - 2:
             x = mu + sigma_up * inversion.noises[i].to(x.device, x.dtype)
+        elif keep_final_residual:
+            x = mu + inversion.final_residual.to(x.device, x.dtype)
         else:
             x = mu
-            if keep_final_residual and inversion.final_residual is not None:
-                x = x + inversion.final_residual.to(x.device, x.dtype)
         if callback is not None:
             callback({"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i], "denoised": denoised})
     return x

@@ -2,9 +2,9 @@
 //
 // 1. A colour for every node of the pack (category "FaceAnon/..."), set on the node class, so it is not written
 //    into saved workflows and a colour the user picks still wins.
-// 2. After a run, Anonymize Faces / Detect Faces / Verify Anonymization show under the node what happened: how
-//    many faces were found and anonymized, and in red every image NOT anonymized or face that failed the check
-//    (plus a warning toast). The lines are built from the structured fields the nodes put in their UI result
+// 2. After a run, Anonymize Faces / Detect Faces / Verify Anonymization / Track Faces / Anonymize People show under
+//    the node what happened: how many faces (people) were found and anonymized, and in red every image NOT
+//    anonymized, face that failed the check, face blurred by the fallback or lost by tracking (plus a toast). The lines are built from the structured fields the nodes put in their UI result
 //    ("faceanon_report": JSON), not from the report text.
 // 3. System Check shows its whole report in a read-only text box on the node ("text"), the summary under it.
 import { app } from "../../scripts/app.js";
@@ -42,6 +42,25 @@ const SUMMARIES = {
             headline: `${report.n_faces} face(s) in ${report.batch_size} image(s)`,
             warnings: noFaceLines(report.images_without_faces),
         };
+    },
+    FaceAnonTrackFaces(report) {
+        const tracks = report.tracks ?? [];
+        const warnings = tracks.filter((t) => t.lost?.length)
+            .map((t) => `track ${t.track}: face LOST in ${t.lost.length} frame(s), check them`);
+        const cuts = report.cuts?.length ? `, ${report.cuts.length} cut(s)` : "";
+        return { headline: `${tracks.length} track(s) in ${report.frames} frame(s)${cuts}`, warnings };
+    },
+    FaceAnonAnonymizePeople(report) {
+        const tracks = report.tracks ?? [];
+        const done = tracks.filter((t) => t.anonymized?.length || t.blurred?.length).length;
+        const exempt = tracks.filter((t) => t.exempt?.length).length;
+        const warnings = [];
+        for (const t of tracks) {
+            if (t.blurred?.length) warnings.push(`track ${t.track}: anonymization failed, BLURRED in ${t.blurred.length} frame(s)`);
+            if (t.lost?.length) warnings.push(`track ${t.track}: face LOST in ${t.lost.length} frame(s), check them`);
+        }
+        warnings.push(...(report.notes ?? []));
+        return { headline: `${tracks.length} person(s): ${done} anonymized, ${exempt} kept`, warnings };
     },
     FaceAnonVerify(report) {
         const unchecked = report.images_without_faces ?? [];

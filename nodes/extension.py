@@ -5,7 +5,7 @@ import logging
 import folder_paths
 
 from ..faceanon import examples, model_files
-from . import anonymize, faces, guidance, id_adapter, inversion, save, system_check, verify
+from . import anonymize, faces, guidance, id_adapter, inversion, reference, save, system_check, tracking, verify, video
 from .types import ComfyExtension, io
 
 logger = logging.getLogger(__name__)
@@ -25,4 +25,4 @@ class FaceAnonExtension(ComfyExtension):
         # The templates' example photos, into input/ unless a file of that name is there (never overwritten).
         examples.install_examples(folder_paths.get_input_directory())
         return [*inversion.NODES, *faces.NODES, *id_adapter.NODES, *guidance.NODES, *anonymize.NODES, *verify.NODES,
-                *save.NODES, *system_check.NODES]
+                *save.NODES, *tracking.NODES, *reference.NODES, *video.NODES, *system_check.NODES]

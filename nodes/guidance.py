@@ -4,10 +4,14 @@ Branch contract with nodes/id_adapter.py: the guider calls ``calc_cond_batch`` w
 
     0: positive text + the person's (scaled / negated) identity      <- the only branch with an identity
     1: unconditional text (attribute prompt, else negative) + null identity
-    2: positive text + null identity      (mask gate active, unless both texts are equal and there is no attribute)
-    3: negative text + null identity      (mask gate active, attribute prompt set and the texts differ)
+    2, 3: the identity-free prediction's texts + null identity, while the mask gate is active and only where they
+       differ from branch 1 (faceanon.branches.branch_plan)
 
 and tells the adapter ``faceanon_identity = {0: identity}``; every other index gets the null identity.
+
+The identity-free prediction (outside the mask gate) is the inversion's own: its positive and negative texts combined
+at its guidance scale. A guider given the inversion (FaceAnonInvert's output) takes them from it; without one it
+assumes the inversion used the guider's own texts and cfg.
 """
 
 from __future__ import annotations
@@ -20,10 +24,11 @@ import torch
 
 from ..faceanon import guidance as guidance_math
 from ..faceanon.branches import Branch, Outside, branch_plan
+from ..faceanon.guidance import cfg_mismatch
 from ..faceanon.prompts import ETHNICITIES, SEXES, attribute_prompt
 from .id_adapter import branch_identities, identity_embeddings, with_branch_identities
 from .knobs import knob_input
-from .types import Identity, io
+from .types import Identity, Inversion, io
 
 logger = logging.getLogger(__name__)
 
@@ -46,12 +51,27 @@ def _same_conditioning(a, b) -> bool:
 class IdentityGuider(comfy.samplers.CFGGuider):
     """CFG between (positive text + identity) and (unconditional text + null identity), scale may be negative."""
 
-    def set_conds(self, positive, negative, attribute=None):
+    def set_conds(self, positive, negative, attribute=None, free=None):
+        """`free`: the identity-free prediction's (positive, negative) texts, i.e. the inversion's; default these."""
         conds = {"positive": positive, "negative": negative}
         if attribute is not None:
             conds["attribute"] = attribute
+        free_positive, free_negative = free or (positive, negative)
+        uncond = attribute if attribute is not None else negative
+        self.free_flags = (_same_conditioning(free_positive, uncond), _same_conditioning(free_negative, uncond),
+                           _same_conditioning(free_positive, free_negative))
+        # the conds key of each identity-free text: the guider's own where it is the same object
+        self.free_keys = {}
+        for key, text, own in (("free_positive", free_positive, "positive"), ("free_negative", free_negative,
+                                                                            "negative")):
+            if text is not conds[own]:
+                conds[key] = text
+            self.free_keys[key] = key if text is not conds[own] else own
         self.inner_set_conds(conds)
-        self.same_text = _same_conditioning(positive, negative)
+
+    def set_identity_free_cfg(self, cfg: float | None):
+        """The identity-free prediction's guidance scale (the inversion's); None: the guider's own cfg."""
+        self.free_cfg = cfg
 
     def set_identity(self, embeddings: torch.Tensor, identity_scale: float):
         self.identity = guidance_math.branch_identity(embeddings, identity_scale)
@@ -77,11 +97,12 @@ class IdentityGuider(comfy.samplers.CFGGuider):
         sigmas = model_options.get("transformer_options", {}).get("sample_sigmas")
         gated = (getattr(self, "mask", None) is not None
                  and guidance_math.step_index(timestep[0], sigmas) >= self.mask_delay)
-        # The identity-free prediction used outside the mask: the same guidance with the null identity and the
-        # inversion's texts. Extra branches only where it differs from the ones already computed.
-        plan = branch_plan(gated, attribute is not None, self.same_text)
-        texts = {Branch.IDENTITY: positive, Branch.UNCOND: uncond, Branch.NULL_POSITIVE: positive,
-                 Branch.NULL_NEGATIVE: negative}
+        # The identity-free prediction used outside the mask: the inversion's texts and scale with the null
+        # identity. Extra branches only where its texts differ from the ones already computed.
+        plan = branch_plan(gated, *self.free_flags)
+        texts = {Branch.IDENTITY: positive, Branch.UNCOND: uncond,
+                 Branch.NULL_POSITIVE: self.conds.get(self.free_keys["free_positive"]),
+                 Branch.NULL_NEGATIVE: self.conds.get(self.free_keys["free_negative"])}
         conds = [texts[b] for b in plan.branches]
         mo = with_branch_identities(model_options, self.identities)
         out = comfy.samplers.calc_cond_batch(self.inner_model, conds, x, timestep, mo)
@@ -95,25 +116,45 @@ class IdentityGuider(comfy.samplers.CFGGuider):
         if plan.outside is Outside.NOT_GATED:
             return guided
         if plan.outside is Outside.UNCOND:
-            outside = out[1]  # same text in both branches, no attribute: the null branch itself
+            outside = out[1]  # the identity-free texts are the unconditional one: the null branch itself
         elif plan.outside is Outside.NULL_POSITIVE:
             outside = out[2]  # CFG between two equal predictions is either of them
         else:
-            # without an attribute prompt the unconditional branch holds the negative text
-            null_negative = out[plan.branches.index(Branch.NULL_NEGATIVE)] if len(conds) == 4 else out[1]
-            outside = comfy.samplers.cfg_function(self.inner_model, out[2], null_negative, self.cfg, x, timestep,
-                                                  model_options=mo, cond=positive, uncond=negative)
+            free_cfg = self.cfg if getattr(self, "free_cfg", None) is None else self.free_cfg
+            outside = comfy.samplers.cfg_function(
+                self.inner_model, out[plan.source(Branch.NULL_POSITIVE)], out[plan.source(Branch.NULL_NEGATIVE)],
+                free_cfg, x, timestep, model_options=mo, cond=texts[Branch.NULL_POSITIVE],
+                uncond=texts[Branch.NULL_NEGATIVE])
         return guidance_math.gate(guided, outside, self.latent_mask(x.shape))
 
 
 def identity_guider(model, positive, negative, identity, identity_scale: float, cfg: float, attribute=None,
-                    mask=None, mask_delay: int = 0, mask_feather: float = 0.0) -> IdentityGuider:
+                    mask=None, mask_delay: int = 0, mask_feather: float = 0.0, inversion=None) -> IdentityGuider:
+    """The guider; `inversion` (an InvertedLatent) gives the identity-free prediction's texts and scale."""
     guider = IdentityGuider(model)
-    guider.set_conds(positive, negative, attribute)
+    free = None if inversion is None or inversion.positive is None else (inversion.positive, inversion.negative)
+    guider.set_conds(positive, negative, attribute, free)
     guider.set_cfg(cfg)
+    guider.set_identity_free_cfg(None if inversion is None else inversion.cfg)
     guider.set_identity(identity_embeddings(identity), identity_scale)
     guider.set_mask(mask, mask_delay, mask_feather)
     return guider
+
+
+def inversion_mismatch(inversion, positive, negative, cfg: float) -> str | None:
+    """What sampling with these texts and `cfg` breaks against the inversion's (None: nothing, or no inversion).
+
+    The guided prediction with the null identity equals the inversion's when both use the same texts and either the
+    same scale or two equal texts (an attribute prompt is a wanted change and is not checked here).
+    """
+    if inversion is None or inversion.positive is None:
+        return None
+    if not (_same_conditioning(positive, inversion.positive) and _same_conditioning(negative, inversion.negative)):
+        return ("the guider's positive/negative texts are not the ones the inversion used: the image drifts from "
+                "the photo beyond the identity and identity_scale 0 no longer reconstructs it; wire the same "
+                "CONDITIONING into FaceAnonInvert and the guider (use attribute_prompt to change the unconditional "
+                "text on purpose)")
+    return cfg_mismatch(cfg, inversion.cfg, texts_differ=not _same_conditioning(positive, negative))
 
 
 class FaceAnonIdentityGuider(io.ComfyNode):
@@ -150,15 +191,24 @@ class FaceAnonIdentityGuider(io.ComfyNode):
                                       "trajectory."),
                 knob_input("mask_delay"),
                 knob_input("mask_feather"),
+                Inversion.Input("inversion", optional=True,
+                                tooltip="The inversion this guider samples (FaceAnonInvert). Outside the mask the "
+                                        "prediction is then exactly the inversion's (its texts and its cfg), and a "
+                                        "cfg or texts that break the reconstruction are logged as a warning. "
+                                        "Without it the inversion is assumed to have used this guider's texts and "
+                                        "cfg."),
             ],
             outputs=[io.Guider.Output()],
         )
 
     @classmethod
     def execute(cls, model, positive, negative, identity, identity_scale, cfg, attribute_prompt=None, mask=None,
-                mask_delay=10, mask_feather=0.0) -> io.NodeOutput:
+                mask_delay=10, mask_feather=0.0, inversion=None) -> io.NodeOutput:
+        problem = inversion_mismatch(inversion, positive, negative, cfg)
+        if problem:
+            logger.warning("FaceAnonIdentityGuider: %s", problem)
         return io.NodeOutput(identity_guider(model, positive, negative, identity, identity_scale, cfg,
-                                             attribute_prompt, mask, mask_delay, mask_feather))
+                                             attribute_prompt, mask, mask_delay, mask_feather, inversion))
 
 
 def is_sdxl_clip(clip) -> bool:

@@ -26,7 +26,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from scripts.workflow_tools import Graph  # noqa: E402
+from faceanon.workflow import Graph  # noqa: E402
 
 WORKFLOWS_DIR = REPO_ROOT / "workflows"
 
@@ -41,6 +41,8 @@ EMBEDDED_LORA = "embedded (from the adapter file)"
 EXAMPLES_DIR = REPO_ROOT / "example_inputs"
 PORTRAIT = "faceanon_example_portrait.jpg"
 GROUP_PHOTO = "faceanon_example_group.jpg"
+VIDEO = "faceanon_example_video.mp4"
+REFERENCE_PHOTO = "faceanon_example_reference.jpg"
 
 MODELS_NOTE = """Models (see the README's model table):
 - checkpoint: models/checkpoints/{ckpt}
@@ -154,7 +156,7 @@ The detection preview shows the ORIGINAL photo: it is only a temporary preview (
 
 
 def _crop_and_invert(g: Graph, col: int, ckpt, photo, analysis, adapter, size: int, solver: str, steps: int,
-                     inversion_cfg: float, zero_negative: bool):
+                     inversion_cfg: float, zero_negative: bool, final_step: str = "drop residual (anonymize)"):
     detect = g.node("FaceAnonDetectFaces", col, face_analysis=analysis[0], image=photo["IMAGE"])
     crop = g.node("FaceAnonCropFaces", col, image=photo["IMAGE"], faces=detect["faces"], size=size)
     # one identity per face (every face of the photo is anonymized, each away from its own identity)
@@ -168,7 +170,7 @@ def _crop_and_invert(g: Graph, col: int, ckpt, photo, analysis, adapter, size: i
                     latent_image=encode[0], solver=solver, steps=steps, skip=0.7, eta=1.0, cfg=inversion_cfg,
                     seed=0)
     noise = g.node("FaceAnonInversionNoise", col + 1, inversion=invert[0])
-    sampler = g.node("FaceAnonReplaySampler", col + 1, inversion=invert[0])
+    sampler = g.node("FaceAnonReplaySampler", col + 1, inversion=invert[0], final_step=final_step)
     sigmas = g.node("FaceAnonInversionSigmas", col + 1, inversion=invert[0])
     members = [encode, patched, text, invert, noise, sampler, sigmas] + ([negative] if zero_negative else [])
     g.group("2. Invert once (null identity)", members, color="#3f5f5f")
@@ -196,7 +198,7 @@ shows the anonymized photo three times (the original is not included).
     ckpt, photo, analysis, adapter = _loaders(g, 1, SDXL_CKPT, SDXL_FACEID, PORTRAIT)
     detect, crop, identity, encode, patched, text, negative, noise, sampler, sigmas = _crop_and_invert(
         g, 2, ckpt, photo, analysis, adapter, size=1024, solver="dpmpp_2m_sde", steps=100, inversion_cfg=-10.0,
-        zero_negative=True)
+        zero_negative=True, final_step="keep residual (exact reconstruction)")  # RP keeps its last noise map
     variants = []
     attributes = [dict(age=25, sex="female", ethnicity="any", text=""),
                   dict(age=60, sex="male", ethnicity="any", text="grey beard"),
@@ -293,6 +295,85 @@ the README's privacy section.
     return g.to_ui()
 
 
+VIDEO_NOTE = """Saving: 'Save Video, no metadata' writes an MP4 (H.264 + AAC) with no tags. Core Save Video would \
+write this whole workflow, with your video's file name, into the file, and copy the source file's own tags (title, \
+author...)."""
+
+
+def _video(g: Graph, info_text: str, keep_references: bool) -> dict:
+    g.note(info_text, col=0, height=600)
+    ckpt = g.node("CheckpointLoaderSimple", 1, ckpt_name=SD15_CKPT)
+    video = g.node("LoadVideo", 1, title="Video to anonymize", file=VIDEO)
+    analysis = g.node("FaceAnonLoadFaceAnalysis", 1, model_pack=FACE_PACK, provider="auto")
+    adapter = g.node("FaceAnonLoadIDAdapter", 1, adapter=SD15_FACEID, lora=EMBEDDED_LORA)
+    g.group("Models and video", [ckpt, video, analysis, adapter])
+    parts = g.node("GetVideoComponents", 2, video=video["VIDEO"])
+    tracks = g.node("FaceAnonTrackFaces", 2, face_analysis=analysis[0], image=parts["images"])
+    track_report = g.node("PreviewAny", 2, title="Tracks (who is where, frame by frame)", source=tracks["report"])
+    g.group("Frames, audio, frame rate; one track per person", [parts, tracks, track_report], color="#5f5f3f")
+    extra = {}
+    people = []
+    if keep_references:
+        photos = g.node("LoadImage", 3, title="Photos of the people to KEEP", image=REFERENCE_PHOTO)
+        refs = g.node("FaceAnonReferenceFaces", 3, face_analysis=analysis[0], image=photos["IMAGE"])
+        people = [photos, refs]
+        extra = {"references": refs["references"], "policy": "everyone except the reference people"}
+    anon = g.node("FaceAnonAnonymizePeople", 4 if keep_references else 3, image=parts["images"],
+                  model=ckpt["MODEL"], clip=ckpt["CLIP"], vae=ckpt["VAE"], face_analysis=analysis[0],
+                  id_adapter=adapter[0], tracks=tracks["tracks"], preset="NullFace (SD1.5)", seed=0, keep="nothing",
+                  if_no_face="error", overrides="", fallback="stop", **extra)
+    report = g.node("PreviewAny", anon.column, title="Anonymization report",
+                    source=anon["report"])
+    if people:
+        g.group("Reference people (kept as they are)", people, color="#3f5f5f")
+    g.group("One stand-in per person", [anon, report], color="#3f5f3f")
+    col = 5 if keep_references else 4
+    create = g.node("CreateVideo", col, images=anon["image"], fps=parts["fps"], audio=parts["audio"])
+    save = g.node("FaceAnonSaveVideo", col, video=create["VIDEO"],
+                  filename_prefix="faceanon/keep_references" if keep_references else "faceanon/video")
+    g.group("Original audio and frame rate; save without metadata", [create, save], color="#5f3f5f")
+    return g.to_ui()
+
+
+def video_sd15(info: dict) -> dict:
+    return _video(Graph(info), f"""Anonymize a video, with its sound
+
+Core 'Load Video' -> 'Get Video Components' gives the frames, the audio and the frame rate. 'Track Faces' follows \
+every person through the clip (one track per person and shot: scene cuts end tracks; frames where the detector \
+missed a face inside a track are filled in; boxes are smoothed). 'Anonymize People' gives every track ONE \
+stand-in (the track's seed and identity), so the invented person does not change from frame to frame, and returns \
+the same frames in order. 'Create Video' puts the original audio and frame rate back.
+
+Reports: 'Tracks' lists, per person, the frames where they were seen, interpolated or LOST (a face lost for \
+longer than max_gap frames: check those frames). 'Anonymization report' lists, per track, its seed and the frames \
+anonymized. A face that cannot be anonymized stops the run (fallback 'stop'); 'blur' blurs it instead, never \
+passes it through.
+
+Long clips: chunk_frames bounds memory (frames anonymized at a time). Each face costs one inversion and one \
+sampling: start with a few seconds of video. Faster tracking: detect_every 2-5.
+
+{MODELS_NOTE.format(ckpt=SD15_CKPT, faceid=SD15_FACEID)}
+
+{VIDEO_NOTE}""", keep_references=False)
+
+
+def video_keep_reference_people_sd15(info: dict) -> dict:
+    return _video(Graph(info), f"""Keep the people in these photos, anonymize everyone else (video)
+
+'Reference Faces' turns photos of the people who agreed to be filmed (one person per photo; load several as a \
+batch) into identities. 'Anonymize People' with policy 'everyone except the reference people' compares every track \
+with them by a vote over the track's frames: a track that matches one reference person in at least min_votes of \
+its frames (ArcFace similarity >= match_threshold, 0.4 by default) keeps its face, bit for bit; every other track \
+is anonymized, including tracks that match only in a few frames (undecided = anonymized: it fails closed). The \
+report gives each track's vote.
+
+The other policy, 'only the reference people', anonymizes just the people in the photos.
+
+{MODELS_NOTE.format(ckpt=SD15_CKPT, faceid=SD15_FACEID)}
+
+{VIDEO_NOTE}""", keep_references=True)
+
+
 # file stem -> (builder, the base model family it is for)
 WORKFLOWS = {
     "faceanon_reverse_personalization_sdxl": (reverse_personalization_sdxl, "sdxl"),
@@ -301,6 +382,8 @@ WORKFLOWS = {
     "faceanon_attribute_variants_sdxl": (attribute_variants_sdxl, "sdxl"),
     "faceanon_modular_nullface_sd15": (modular_nullface_sd15, "sd15"),
     "faceanon_privacy_check_sd15": (privacy_check, "sd15"),
+    "faceanon_video_sd15": (video_sd15, "sd15"),
+    "faceanon_video_keep_reference_people_sd15": (video_keep_reference_people_sd15, "sd15"),
 }
 
 # file stem -> the thumbnail's title
@@ -311,6 +394,8 @@ TITLES = {
     "faceanon_attribute_variants_sdxl": "Invert once, three attribute variants (SDXL)",
     "faceanon_modular_nullface_sd15": "The modular graph (NullFace, SD1.5)",
     "faceanon_privacy_check_sd15": "Anonymize, then verify with ArcFace",
+    "faceanon_video_sd15": "A video: every tracked person anonymized, sound kept",
+    "faceanon_video_keep_reference_people_sd15": "A video: keep the people in the photos, anonymize the rest",
 }
 THUMBNAIL_SIZE = (512, 512)
 
@@ -319,7 +404,8 @@ FILE_INPUTS = {
     ("CheckpointLoaderSimple", "ckpt_name"): {SD15_CKPT, SDXL_CKPT},
     ("FaceAnonLoadIDAdapter", "adapter"): {SD15_FACEID, SDXL_FACEID},
     ("FaceAnonLoadFaceAnalysis", "model_pack"): {FACE_PACK},
-    ("LoadImage", "image"): {PORTRAIT, GROUP_PHOTO},
+    ("LoadImage", "image"): {PORTRAIT, GROUP_PHOTO, REFERENCE_PHOTO},
+    ("LoadVideo", "file"): {VIDEO},
 }
 
 
@@ -336,13 +422,31 @@ def make_examples() -> None:
     group.paste(astronaut, (0, 0))
     group.paste(camera, (512, 0))
     group.save(EXAMPLES_DIR / GROUP_PHOTO, quality=90, optimize=True)
+    # the reference photo of the person to keep: another framing of the astronaut (her head and shoulders)
+    astronaut.crop((96, 0, 352, 256)).save(EXAMPLES_DIR / REFERENCE_PHOTO, quality=90, optimize=True)
+    # the video: 3 s at 8 fps, a slow pan and zoom over the group photo (no sound)
+    import av
+    import numpy as np
+
+    with av.open(str(EXAMPLES_DIR / VIDEO), "w", options={"movflags": "+faststart"}) as container:
+        stream = container.add_stream("libx264", rate=8, options={"crf": "28", "preset": "veryslow"})
+        stream.width, stream.height, stream.pix_fmt = 512, 256, "yuv420p"
+        for i in range(24):
+            t = i / 23
+            w = round(1024 - 128 * t)
+            x = round((1024 - w) * t)
+            frame = group.crop((x, 0, x + w, w // 2)).resize((512, 256), Image.LANCZOS)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.asarray(frame), format="rgb24")))
+        container.mux(stream.encode())
 
 
 def thumbnail(workflow: dict, title: str):
     """The template's thumbnail: the example photo it opens with, and its title underneath (a PIL image)."""
     from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-    photo_name = next(n["widgets_values"][0] for n in workflow["nodes"] if n["type"] == "LoadImage")
+    types = [n["type"] for n in workflow["nodes"]]
+    photo_name = GROUP_PHOTO if "LoadVideo" in types else next(  # a video's frames come from the group photo
+        n["widgets_values"][0] for n in workflow["nodes"] if n["type"] == "LoadImage")
     width, height = THUMBNAIL_SIZE
     band = 112
     canvas = Image.new("RGB", THUMBNAIL_SIZE, "#1d3a42")  # the pack's node colour (js/faceanon.js)
@@ -372,9 +476,9 @@ def dumps(workflow: dict) -> str:
 
 
 def host_object_info(workdir: Path) -> dict:
-    """/object_info of a ComfyUI loaded in-process with this pack (tests/comfy_host.py), folders in `workdir`."""
-    from scripts.workflow_tools import object_info
-    from tests.comfy_host import ComfyHost, find_host, missing_host_requirements
+    """/object_info of a ComfyUI loaded in-process with this pack (dev/host.py), folders in `workdir`."""
+    from dev.host import ComfyHost, find_host, missing_host_requirements
+    from faceanon.workflow import object_info
 
     path, why = find_host()
     if path is None:

@@ -20,7 +20,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from tests.comfy_host import REPO_ROOT, find_host, missing_host_requirements
+from dev.host import REPO_ROOT, find_host, missing_host_requirements
 
 logger = logging.getLogger(__name__)
 

@@ -11,6 +11,10 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))  # `import faceanon` (the host-independent package)
+# Bind `tests` (and `dev`) to this repository's packages now: a booted ComfyUI puts its own folder, which has a
+# `tests/` of its own, first on sys.path, and a later `from tests.x import ...` would find that one.
+import dev  # noqa: E402, F401
+import tests  # noqa: E402, F401
 
 _HOST = None
 # CI (.ci/run) sets this: a skipped test is a failure, so a green run means every host and browser test ran.
@@ -22,7 +26,7 @@ def host(tmp_path_factory):
     """A real ComfyUI loaded in-process with this pack (skips with the reason when there is none)."""
     global _HOST
     if _HOST is None:
-        from tests.comfy_host import ComfyHost, find_host, missing_host_requirements
+        from dev.host import ComfyHost, find_host, missing_host_requirements
 
         path, why = find_host()
         if path is None:

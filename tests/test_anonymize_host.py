@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.comfy_host import HostRunError, ensure_tiny_sd15_checkpoint
+from dev.host import HostRunError, ensure_tiny_sd15_checkpoint
 from tests.workflow_assets import face_photo, write_face_pack, write_tiny_faceid
 
 FAST = "resolution = 64\nsteps = 4\nmask_delay = 1"
@@ -67,7 +67,7 @@ def test_every_face_anonymized_with_its_own_seed_and_pasted_in_place(host, setup
 
 
 def test_kept_eyes_are_the_real_eyes(host, setup):
-    from tests.onnx_packs import expected_kps
+    from dev.onnx_packs import expected_kps
 
     out = host.run(graph(setup, keep="eyes"))
     original = out["2"][0]

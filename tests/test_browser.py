@@ -8,7 +8,7 @@ driven by Playwright's Python package; no browser download), and as a user would
   template URL and loaded with `app.loadGraphData`: no missing-node dialog or any other dialog, no error toast, no
   uncaught page error; every node type known to the frontend; each node's widget values as loaded by the frontend
   equal the file's, and the frontend's own API conversion (`app.graphToPrompt`) equals ours
-  (scripts/workflow_tools.ui_to_api); the pack's nodes have the extension's colour. A screenshot of each is saved
+  (faceanon/workflow.ui_to_api); the pack's nodes have the extension's colour. A screenshot of each is saved
   under tests/out/screenshots/ (gitignored);
 * a control: a workflow with an unknown node type does raise the missing-node dialog (so the check above works);
 * the group-photo workflow is run from the page (Queue) on stand-in models installed under the default file names
@@ -33,8 +33,8 @@ from pathlib import Path
 import pytest
 
 from scripts.build_workflows import FILE_INPUTS, WORKFLOWS, WORKFLOWS_DIR
-from scripts.workflow_tools import check_workflow, layout, ui_to_api
-from tests.comfy_host import find_host
+from dev.host import find_host
+from faceanon.workflow import check_workflow, layout, ui_to_api
 
 pytestmark = pytest.mark.browser
 
@@ -71,7 +71,7 @@ def server(host, tmp_path_factory):
     pytest.importorskip("playwright.sync_api", reason="Playwright's Python package is not installed "
                                                       "(pip install -r tests/requirements.txt)")
     pytest.importorskip("onnx", reason="the synthesized insightface pack is written with the `onnx` package")
-    from tests.comfy_host import ensure_tiny_sd15_checkpoint
+    from dev.host import ensure_tiny_sd15_checkpoint
     from tests.comfy_server import ComfyServer
     from tests.workflow_assets import face_photo, write_photos
 

@@ -2,7 +2,7 @@
 
 Model folders are built here: FaceID files in the real SD1.5 / SDXL layouts (every tensor a broadcast view of one
 value, so a full-size layout is a few kB on disk and the check reads only headers), synthesized insightface packs
-(tests/onnx_packs.py), and the usual mistakes: a pack nested one folder too deep, a pack with a file missing, a
+(dev/onnx_packs.py), and the usual mistakes: a pack nested one folder too deep, a pack with a file missing, a
 FaceID file in the checkpoints folder, loose .onnx files.
 """
 
@@ -16,7 +16,7 @@ import torch
 
 from faceanon import doctor, model_files
 from faceanon import faceid as F
-from tests.faceid_files import SD15_UNET, SDXL_UNET, faceid_state_dict, layout_from_unet_config, write_safetensors
+from dev.faceid_files import SD15_UNET, SDXL_UNET, faceid_state_dict, layout_from_unet_config, write_safetensors
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,7 +38,7 @@ def folders_under(root: Path) -> dict[str, list[str]]:
 @pytest.fixture(scope="module")
 def packs(tmp_path_factory):
     pytest.importorskip("onnx")
-    from tests.onnx_packs import write_pack
+    from dev.onnx_packs import write_pack
 
     src = tmp_path_factory.mktemp("packs")
     write_pack(src / "buffalo_l", "buffalo_l")
@@ -62,7 +62,7 @@ def test_faceid_files_are_identified_from_their_headers(tmp_path):
     assert (b.family, b.variant, b.lora_rank, b.num_processors) == ("SDXL", "FaceID", 128, 140)
     assert (c.family, c.lora_rank) == ("SD1.5", None) and c.variant != "FaceID"
     # .safetensors: read from the header alone
-    from tests.tiny_models import SD15_SHALLOW_UNET
+    from dev.tiny_models import SD15_SHALLOW_UNET
 
     st = write_safetensors(faceid_state_dict(layout_from_unet_config(SD15_SHALLOW_UNET), rank=4, seed=1),
                            tmp_path / "tiny.safetensors")

@@ -10,7 +10,7 @@ import torch
 
 from faceanon import faceid
 from faceanon.faceid.files import IMAGE_PROJ_KEYS
-from tests.faceid_files import (
+from dev.faceid_files import (
     SD15_UNET,
     SDXL_UNET,
     faceid_state_dict,

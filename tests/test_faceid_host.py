@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from faceanon import faceid as CF
-from tests.faceid_files import (
+from dev.faceid_files import (
     SD15_UNET,
     SDXL_UNET,
     diffusers_attention_paths,
@@ -37,7 +37,7 @@ def ida(host):
 
 @pytest.fixture(scope="module")
 def tiny(host):
-    from tests import tiny_models
+    from dev import tiny_models
 
     return tiny_models
 
@@ -425,7 +425,7 @@ def full_size(host):
     import comfy.model_patcher
     import comfy.supported_models
 
-    from tests.tiny_models import SD15_SHALLOW_UNET
+    from dev.tiny_models import SD15_SHALLOW_UNET
 
     common = {k: SD15_SHALLOW_UNET[k] for k in ("in_channels", "out_channels", "use_spatial_transformer", "legacy",
                                                  "image_size", "use_checkpoint", "dims", "use_temporal_resblock",
@@ -494,8 +494,8 @@ def test_nodes_registered(host):
 
 @pytest.fixture(scope="module")
 def graph_files(host):
-    from tests.comfy_host import ensure_tiny_sd15_checkpoint
-    from tests.tiny_models import SD15_SHALLOW_UNET
+    from dev.host import ensure_tiny_sd15_checkpoint
+    from dev.tiny_models import SD15_SHALLOW_UNET
 
     ckpt = ensure_tiny_sd15_checkpoint(host)
     layers = layout_from_unet_config(SD15_SHALLOW_UNET)
@@ -543,7 +543,7 @@ def test_graph_loads_and_samples_with_the_adapter(host, graph_files):
 
 
 def test_graph_errors_name_the_file(host, graph_files):
-    from tests.comfy_host import HostRunError
+    from dev.host import HostRunError
 
     with pytest.raises(HostRunError, match=r"ip-adapter-faceid_sd15.bin is an IP-Adapter FaceID for SD1\.5.*14 "
                                            r"attention layers"):

@@ -243,7 +243,7 @@ def landmark_faces(astronaut, tmp_path_factory):
     pytest.importorskip("insightface")
     from faceanon.faces.detection import _landmarks
     from faceanon.faces._image import to_bgr_uint8
-    from tests.onnx_packs import write_pack
+    from dev.onnx_packs import write_pack
 
     root = tmp_path_factory.mktemp("insightface")
     write_pack(root / "models" / "buffalo_l", "buffalo_l")

@@ -1,6 +1,6 @@
 """Face detection, identity and model loading with real insightface + onnxruntime on synthesized packs.
 
-The packs (tests/onnx_packs.py) mirror buffalo_l / antelopev2 file names and signatures; their detector finds
+The packs (dev/onnx_packs.py) mirror buffalo_l / antelopev2 file names and signatures; their detector finds
 "synthetic faces" (textured magenta discs) so that every expectation here is exact.
 """
 
@@ -18,7 +18,7 @@ pytest.importorskip("insightface")
 
 from faceanon import faces as face_api  # noqa: E402
 from faceanon.faces import detection, loading, runtime  # noqa: E402
-from tests.onnx_packs import PACK_FILES, draw_face, expected_kps, write_pack  # noqa: E402
+from dev.onnx_packs import PACK_FILES, draw_face, expected_kps, write_pack  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.comfy_host import HostRunError
-from tests.onnx_packs import draw_face, write_pack
+from dev.host import HostRunError
+from dev.onnx_packs import draw_face, write_pack
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
 

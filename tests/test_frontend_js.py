@@ -73,3 +73,18 @@ def test_text_alone_is_not_read(tmp_path):
     assert summarize(tmp_path, "FaceAnonVerify", {"text": ["identity check: 0/1 face(s) pass; 1 FAIL"]}) is None
     assert summarize(tmp_path, "FaceAnonymize", {"faceanon_report": ["{not json"]}) == {
         "level": "warn", "lines": ["FaceAnon: unreadable report"]}
+
+
+def test_video_summaries_come_from_the_fields(tmp_path):
+    tracks = {"frames": 20, "cuts": [14], "observed": 20,
+              "tracks": [{"track": 0, "lost": []}, {"track": 1, "lost": [8, 9, 10]}]}
+    assert summarize(tmp_path, "FaceAnonTrackFaces", payload(tracks)) == {
+        "level": "warn", "lines": ["2 track(s) in 20 frame(s), 1 cut(s)",
+                                   "track 1: face LOST in 3 frame(s), check them"]}
+    people = {"tracks": [{"track": 0, "anonymized": [0, 1], "blurred": [], "exempt": [], "lost": []},
+                         {"track": 1, "anonymized": [], "blurred": [], "exempt": [0, 1], "lost": []}], "notes": []}
+    assert summarize(tmp_path, "FaceAnonAnonymizePeople", payload(people, "WARNING BLURRED")) == {
+        "level": "ok", "lines": ["2 person(s): 1 anonymized, 1 kept"]}
+    people["tracks"][0]["blurred"] = [1]
+    assert summarize(tmp_path, "FaceAnonAnonymizePeople", payload(people))["lines"][1:] == [
+        "track 0: anonymization failed, BLURRED in 1 frame(s)"]

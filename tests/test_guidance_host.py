@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.faceid_files import faceid_state_dict, layers_of, write_bin
+from dev.faceid_files import faceid_state_dict, layers_of, write_bin
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -14,7 +14,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 class Setup:
     def __init__(self, host, tmp):
-        from tests.tiny_models import SD15_TINY_UNET, build_model_patcher
+        from dev.tiny_models import SD15_TINY_UNET, build_model_patcher
 
         self.inv = host.pack("nodes.inversion")
         self.gd = host.pack("nodes.guidance")

@@ -78,7 +78,7 @@ def test_dropping_final_residual_misses_by_exactly_the_residual(solver):
     assert result.final_residual is not None
     assert rel(out + result.final_residual, x0) < 1e-4
     assert rel(out, x0) > 1e-3  # the nonlinear toy is far from exact at the last step
-    assert torch.count_nonzero(result.noises[-1]) == 0  # no noise map can correct a step to sigma 0
+    assert torch.count_nonzero(result.noises[-1]) == 0  # the last step's correction is the final residual
 
 
 def test_ddpm_noise_maps_match_closed_form_for_an_oracle():
@@ -96,7 +96,10 @@ def test_ddpm_noise_maps_match_closed_form_for_an_oracle():
         expected = (sn * n[i + 1] - down * n[i]) / up
         assert torch.allclose(result.noises[i], expected, atol=1e-4)
     assert torch.allclose(result.x_start, x0 + float(sigmas[0]) * n[0], atol=1e-6)
-    assert torch.allclose(result.final_residual, torch.zeros_like(x0), atol=1e-6)
+    # the last step (to timestep 0's sigma) lands on x0: its residual is minus the posterior mean's noise part
+    s, sn = float(sigmas[-2]), float(sigmas[-1])
+    assert sn > 0
+    assert torch.allclose(result.final_residual, -(sn ** 2 / s) * n[-2], atol=1e-5)
 
 
 def test_exactly_steps_evaluations_and_gaussian_model():
@@ -137,12 +140,17 @@ def test_schedules_express_both_papers():
     # Reverse Personalization: 100 steps from t = 299 down to 1 (LEDITS++ linspace).
     ts = inversion_timesteps(100, 0.7)
     assert ts[0] == 299 and ts[-1] == 1 and len(set(ts)) == 100
-    # NullFace: 30 replayed steps starting near t = 291 of the 100-step leading schedule.
-    ts = inversion_timesteps(30, 0.7)
-    assert len(ts) == 30 and ts[0] == 299 and ts[-1] == 1 and abs(ts[1] - 289) <= 1
+    # NullFace: the last 30 steps of the 100-step leading schedule (offset 1): 291, 281, ..., 1.
+    ts = inversion_timesteps(30, 0.7, spacing="leading")
+    assert ts == list(range(291, 0, -10))
     assert start_timestep(0.0) == 999
-    s = inversion_sigmas(sd_train_sigmas(), 30, 0.7)
-    assert len(s) == 31 and s[-1] == 0 and torch.all(s[:-1] > s[1:])
+    train = sd_train_sigmas()
+    s = inversion_sigmas(train, 30, 0.7, spacing="leading")
+    assert len(s) == 31 and float(s[-1]) == float(train[0].float()) and torch.all(s[:-1] > s[1:])
+    with pytest.raises(ValueError, match="spacing must be one of"):
+        inversion_timesteps(10, 0.7, spacing="trailing")
+    with pytest.raises(ValueError, match=r"steps=11 is out of range for skip=0.99: allowed 1..10"):
+        inversion_timesteps(11, 0.99, spacing="leading")
 
 
 @pytest.mark.parametrize("kwargs,match", [
@@ -170,3 +178,50 @@ def test_bad_solver_eta_shape_and_sigmas():
         inv.sample_replay(model, x0[:1], sigmas, inversion=result)
     with pytest.raises(ValueError, match="not the inversion's"):
         inv.sample_replay(model, x0, inversion_sigmas(sd_train_sigmas(), 6, 0.7), inversion=result)
+
+
+class CountingDenoiser(NonlinearDenoiser):
+    """Records the rows and sigmas of every call."""
+
+    def __init__(self, seed=0):
+        super().__init__(seed)
+        self.calls = []
+
+    def __call__(self, x, sigma, **kw):
+        self.calls.append(sigma.clone())
+        return super().__call__(x, sigma, **kw)
+
+
+@pytest.mark.parametrize("solver", inv.SOLVERS)
+@pytest.mark.parametrize("k", [2, 3, 7, 30])
+def test_steps_per_call_equals_step_by_step(solver, k):
+    """The denoiser's inputs are drawn up front, so k steps can share a call; the solver steps (DPM-Solver++'s
+    midpoint correction needs the previous output) still run in order: same noise maps, residual and start."""
+    x0, steps = latent(), 10
+    sigmas = inversion_sigmas(sd_train_sigmas(), steps, 0.6)
+    one, many = CountingDenoiser(), CountingDenoiser()
+    ref = inv.invert(one, x0, sigmas, solver=solver, generator=torch.Generator().manual_seed(5))
+    got = inv.invert(many, x0, sigmas, solver=solver, generator=torch.Generator().manual_seed(5), steps_per_call=k)
+    assert len(one.calls) == steps and len(many.calls) == math.ceil(steps / k)
+    # each call carries its steps' sigmas, one per row (2 rows per step here)
+    assert torch.equal(torch.cat(many.calls), torch.cat(one.calls))
+    assert rel(got.x_start, ref.x_start) == 0
+    assert rel(got.noises, ref.noises) < 1e-5 and rel(got.final_residual, ref.final_residual) < 1e-5
+    out = inv.sample_replay(NonlinearDenoiser(), got.x_start, sigmas, inversion=got, keep_final_residual=True)
+    assert rel(out, x0) < 1e-4
+
+
+def test_per_row_generators_equal_inverting_each_row_alone():
+    x0 = latent(shape=(3, 4, 8, 8))
+    sigmas = inversion_sigmas(sd_train_sigmas(), 6, 0.7)
+    batch = inv.invert(NonlinearDenoiser(), x0, sigmas, solver="dpmpp_2m_sde", steps_per_call=3,
+                       generator=[torch.Generator().manual_seed(s) for s in (4, 9, 2)])
+    for b, s in enumerate((4, 9, 2)):
+        alone = inv.invert(NonlinearDenoiser(), x0[b:b + 1], sigmas, solver="dpmpp_2m_sde",
+                           generator=torch.Generator().manual_seed(s))
+        assert torch.equal(batch.x_start[b:b + 1], alone.x_start)
+        assert rel(batch.noises[:, b:b + 1], alone.noises) < 1e-5
+    with pytest.raises(ValueError, match="got 2 generators for a latent batch of 3 rows"):
+        inv.invert(NonlinearDenoiser(), x0, sigmas, generator=[torch.Generator(), torch.Generator()])
+    with pytest.raises(ValueError, match="steps_per_call must be >= 1"):
+        inv.invert(NonlinearDenoiser(), x0, sigmas, steps_per_call=0)

@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.comfy_host import HostRunError, ensure_tiny_sd15_checkpoint
+from dev.host import HostRunError, ensure_tiny_sd15_checkpoint
 
 PACK_NODES = {"FaceAnonInvert", "FaceAnonInversionNoise", "FaceAnonReplaySampler", "FaceAnonInversionSigmas"}
 
@@ -126,7 +126,7 @@ def test_latent_of_another_shape_is_a_clear_error(host, photo):
 
 def test_steps_out_of_range_for_skip(host, photo):
     ckpt = ensure_tiny_sd15_checkpoint(host)
-    with pytest.raises(HostRunError, match=r"steps=50 is out of range for skip=0.99: allowed 1..9"):
+    with pytest.raises(HostRunError, match=r"steps=50 is out of range for skip=0.99: allowed 1..10"):
         host.run(graph(ckpt, photo, steps=50, skip=0.99))
 
 
@@ -175,7 +175,7 @@ def test_tiny_unets_in_both_layouts_reconstruct(host, family, solver):
     """Random-weight SD1.5- and SDXL-layout UNets (narrow), driven through ComfyUI's guider and KSAMPLER."""
     import comfy.samplers
 
-    from tests.tiny_models import SD15_TINY_UNET, SDXL_TINY_UNET, build_model_patcher
+    from dev.tiny_models import SD15_TINY_UNET, SDXL_TINY_UNET, build_model_patcher
 
     inv_nodes = host.pack("nodes.inversion")
     model = build_model_patcher(SDXL_TINY_UNET if family == "sdxl" else SD15_TINY_UNET, family)
@@ -196,7 +196,7 @@ def test_replay_equals_comfyui_samplers_fed_the_same_noise(host, solver, kdiff):
     import comfy.k_diffusion.sampling as ks
     import comfy.samplers
 
-    from tests.tiny_models import SD15_TINY_UNET, build_model_patcher
+    from dev.tiny_models import SD15_TINY_UNET, build_model_patcher
 
     inv_nodes = host.pack("nodes.inversion")
     model = build_model_patcher(SD15_TINY_UNET, "sd15", seed=3)

@@ -38,7 +38,7 @@ def test_loader_choices_list_the_documented_files():
 def test_faceid_loader_names_file_folders_and_source(host, tmp_path):
     import folder_paths
 
-    from tests.comfy_host import HostRunError
+    from dev.host import HostRunError
 
     extra = tmp_path / "elsewhere"
     extra.mkdir()

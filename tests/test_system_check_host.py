@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.faceid_files import SD15_UNET, SDXL_UNET
+from dev.faceid_files import SD15_UNET, SDXL_UNET
 from tests.test_doctor_core import write_full_layout_bin
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -1,6 +1,6 @@
 """The identity gate (faceanon.verify) on real photos, with insightface running synthesized model packs.
 
-The recognizer of the synthesized packs (tests/onnx_packs.py) is a fixed random projection of the 8x8-pooled
+The recognizer of the synthesized packs (dev/onnx_packs.py) is a fixed random projection of the 8x8-pooled
 aligned crop: identical crops give similarity 1.0 exactly, a different real face pasted in its place gives clearly
 less (measured 0.4-0.9 here), but it is a pixel-similarity model, not a real ArcFace. The tests therefore use a
 threshold suited to it (0.95) and check the gate's logic: what is compared where, what fails, what is repaired.
@@ -79,7 +79,7 @@ def embed(tmp_path_factory):
     pytest.importorskip("onnx", reason="the synthesized packs are written with the `onnx` package")
     pytest.importorskip("insightface", reason="the face tools run insightface")
     from faceanon.faces import load_face_analysis
-    from tests.onnx_packs import write_pack
+    from dev.onnx_packs import write_pack
 
     root = tmp_path_factory.mktemp("insightface")
     write_pack(root / "models" / "buffalo_l", "buffalo_l")

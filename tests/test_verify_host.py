@@ -1,4 +1,4 @@
-"""FaceAnonVerify in a real ComfyUI, on a synthesized insightface pack (tests/onnx_packs.py).
+"""FaceAnonVerify in a real ComfyUI, on a synthesized insightface pack (dev/onnx_packs.py).
 
 The synthesized detector finds synthetic faces (textured magenta discs) and its recognizer is a pixel-similarity
 model: two discs of different texture score about 0.97, identical ones 1.0. The graph tests therefore use a
@@ -21,7 +21,7 @@ THRESHOLD = 0.99
 
 
 def _disc_image(seed: int, size: int = 256) -> np.ndarray:
-    from tests.onnx_packs import draw_face
+    from dev.onnx_packs import draw_face
 
     bg = np.full((size, size, 3), 0.5, np.float32)
     bg[..., 1] = np.linspace(0.2, 0.8, size)[None, :]
@@ -32,7 +32,7 @@ def _disc_image(seed: int, size: int = 256) -> np.ndarray:
 def env(host):
     from PIL import Image
 
-    from tests.onnx_packs import write_pack
+    from dev.onnx_packs import write_pack
 
     pack = host.models_dir / "insightface" / "models" / "buffalo_l"
     if not (pack / "det_10g.onnx").exists():
@@ -112,7 +112,7 @@ def test_graph_flags_unchanged_and_passes_another_face(env):
 
 def test_graph_stop_with_error_and_blur_only_failing(env):
     _registered(env)
-    from tests.comfy_host import HostRunError
+    from dev.host import HostRunError
 
     with pytest.raises(HostRunError, match=r"(?s)IdentityLeakError.*image 0, face 0: FAIL"):
         env.run(_graph("verify_orig.png", "stop with error"))

@@ -7,7 +7,7 @@
 * Every template opens ready: its Load Image names one of the pack's example photos (example_inputs/), which the
   pack copied into ComfyUI's input folder when it loaded (never over a user's file: tests/test_examples_core.py),
   and every template has its thumbnail (workflows/<stem>.jpg, what the template browser asks for).
-* Converted to the API form (scripts/workflow_tools.ui_to_api: widget values named by the schema's widget order,
+* Converted to the API form (faceanon/workflow.ui_to_api: widget values named by the schema's widget order,
   frontend-only values and Note nodes dropped), each one runs. Model file names are swapped for stand-ins written
   here (tests/workflow_assets.py): a random SD1.5-layout checkpoint, a FaceID file for its layout, a synthesized
   insightface pack. **The two SDXL workflows run on these SD1.5-layout stand-ins as well**: that checks their
@@ -30,8 +30,8 @@ from pathlib import Path
 import pytest
 
 from scripts.build_workflows import FILE_INPUTS, WORKFLOWS, WORKFLOWS_DIR, build_all, dumps
-from scripts.workflow_tools import FRONTEND_ONLY_NODES, check_workflow, layout, object_info, ui_to_api
-from tests.comfy_host import HostRunError, ensure_tiny_sd15_checkpoint
+from dev.host import HostRunError, ensure_tiny_sd15_checkpoint
+from faceanon.workflow import FRONTEND_ONLY_NODES, check_workflow, layout, object_info, ui_to_api
 from tests.workflow_assets import STAND_IN_PHOTOS
 
 pytest.importorskip("onnx", reason="the synthesized insightface pack is written with the `onnx` package")
@@ -110,7 +110,7 @@ def fast_api(workflow: dict, info: dict, ckpt: str) -> dict:
             inputs["adapter"] = TINY_FACEID
         elif kind == "FaceAnonLoadFaceAnalysis":
             inputs["provider"] = "CPU"
-        elif kind == "FaceAnonymize":
+        elif kind in ("FaceAnonymize", "FaceAnonAnonymizePeople"):
             inputs["overrides"] = FAST_OVERRIDES
         elif kind == "FaceAnonCropFaces":
             inputs["size"] = 64
@@ -120,6 +120,8 @@ def fast_api(workflow: dict, info: dict, ckpt: str) -> dict:
             inputs["mask_delay"] = min(inputs["mask_delay"], 1)
         elif kind == "LoadImage":
             inputs["image"] = STAND_IN_PHOTOS[inputs["image"]]
+        elif kind == "LoadVideo":
+            inputs["file"] = STAND_IN_PHOTOS[inputs["file"]]
     return api
 
 
@@ -150,9 +152,9 @@ def test_workflow_is_sound(info, stem):
     expected = {"sd15": ({"v1-5-pruned-emaonly.safetensors"}, {"ip-adapter-faceid_sd15.bin"}),
                 "sdxl": ({"sd_xl_base_1.0.safetensors"}, {"ip-adapter-faceid_sdxl.bin"})}[family]
     assert (ckpts, adapters) == expected
-    # anonymized results leave only through the metadata-free save node; no core SaveImage / PreviewImage
-    assert "FaceAnonSaveImage" in types
-    assert not {"SaveImage", "PreviewImage"} & set(types)
+    # anonymized results leave only through the metadata-free save nodes; no core SaveImage / PreviewImage / SaveVideo
+    assert {"FaceAnonSaveImage", "FaceAnonSaveVideo"} & set(types)
+    assert not {"SaveImage", "PreviewImage", "SaveVideo", "SaveWEBM"} & set(types)
 
 
 @pytest.mark.parametrize("stem", STEMS)
@@ -161,11 +163,14 @@ def test_template_opens_with_an_example_photo_and_has_a_thumbnail(host, stem):
 
     from scripts.build_workflows import EXAMPLES_DIR
 
-    photos = [n["widgets_values"][0] for n in load(stem)["nodes"] if n["type"] == "LoadImage"]
-    assert photos and set(photos) <= set(STAND_IN_PHOTOS)
-    for name in photos:
+    nodes = load(stem)["nodes"]
+    photos = [n["widgets_values"][0] for n in nodes if n["type"] == "LoadImage"]
+    videos = [n["widgets_values"][0] for n in nodes if n["type"] == "LoadVideo"]
+    assert photos + videos and set(photos + videos) <= set(STAND_IN_PHOTOS)
+    for name in photos + videos:
         # the pack put it into the host's input folder at load time, byte for byte
         assert (host.input_dir / name).read_bytes() == (EXAMPLES_DIR / name).read_bytes()
+    for name in photos:
         assert host.validate({"1": {"class_type": "LoadImage", "inputs": {"image": name}},
                               "2": {"class_type": "FaceAnonPreviewImage", "inputs": {"images": ["1", 0]}}})[0]
     with Image.open(WORKFLOWS_DIR / f"{stem}.jpg") as thumb:
@@ -200,14 +205,20 @@ def test_workflow_runs_and_writes_only_plain_images(host, info, assets, stem):
     changed = sorted(k for k in set(after) & set(before) if after[k] != before[k])
     saved = [k for k in new if k.startswith("output/faceanon/")]
     previews = [k for k in new if k.startswith("temp/faceanon_preview_")]
-    saves = [n for n in api.values() if n["class_type"] == "FaceAnonSaveImage"]
+    saves = [n for n in api.values() if n["class_type"] in ("FaceAnonSaveImage", "FaceAnonSaveVideo")]
     assert len(saved) == len(saves), f"expected one saved image per save node, got {saved}"
     n_previews = sum(n["class_type"] == "FaceAnonPreviewImage" for n in api.values())
     assert len(previews) == n_previews
-    assert all(k.endswith(".png") for k in saved + previews)
+    assert all(k.endswith((".png", ".mp4")) for k in saved) and all(k.endswith(".png") for k in previews)
     assert sorted(saved + previews) == new, f"unexpected files written: {sorted(set(new) - set(saved + previews))}"
     assert not changed, f"files modified by the run: {changed}"
     for rel in saved + previews:
+        if rel.endswith(".mp4"):
+            from tests.video_clips import read_video
+
+            tags = read_video(host.workdir / rel)["tags"]
+            assert set(tags) <= {"major_brand", "minor_version", "compatible_brands"}, f"{rel} carries tags {tags}"
+            continue
         chunks = png_text_chunks(host.workdir / rel)
         assert chunks == {}, f"{rel} carries metadata chunks {sorted(chunks)}"
     prefixes = {n["inputs"]["filename_prefix"].split("/")[-1] for n in saves}
@@ -223,6 +234,10 @@ def check_results(stem: str, api: dict, out: dict, saved: Path) -> None:
 
     def of(kind):
         return [out[i] for i, n in api.items() if n["class_type"] == kind]
+
+    if of("LoadVideo"):
+        check_video_results(stem, of, saved)
+        return
 
     photo = next(n["inputs"]["image"] for n in api.values() if n["class_type"] == "LoadImage")
     n_faces = len(GROUP_FACES if photo == "group_photo.png" else PORTRAIT_FACES)
@@ -241,6 +256,29 @@ def check_results(stem: str, api: dict, out: dict, saved: Path) -> None:
         width, height = img.size
     n_stitched = len(of("FaceAnonPasteFaces")) if stem.startswith("faceanon_attribute_variants") else 1
     assert (height, width) == (original.shape[1], n_stitched * original.shape[2] + (n_stitched - 1) * 16)
+
+
+def check_video_results(stem: str, of, saved: Path) -> None:
+    """The video workflows on `people_walking.mp4` (two people, tests/workflow_assets.py): same frames out, one
+    track per person, the saved MP4 with the frame count, rate and audio of the source."""
+    from tests.video_clips import read_video
+    from tests.workflow_assets import VIDEO_FRAMES
+
+    frames, audio, fps = of("GetVideoComponents")[0]
+    assert frames.shape[0] == VIDEO_FRAMES and fps == 8.0
+    tracks = of("FaceAnonTrackFaces")[0][0]
+    assert len(tracks) == 2 and all(t.frames == tuple(range(VIDEO_FRAMES)) for t in tracks)
+    image, changed, report = of("FaceAnonAnonymizePeople")[0]
+    assert image.shape == frames.shape
+    if "keep_reference" in stem:  # the reference person keeps his face in every frame (the other one may match
+        # too with the test pack's coarse recognizer: the vote itself is tested in tests/test_video_host.py)
+        assert f"EXEMPT (kept as is) in 0-{VIDEO_FRAMES - 1}" in report and "vote for reference 0" in report
+    else:
+        assert report.count(f"anonymized in 0-{VIDEO_FRAMES - 1}") == 2 and float(changed.amax()) > 0
+        assert bool((image != frames).any())
+    info = read_video(saved)
+    assert info["frames"].shape[0] == VIDEO_FRAMES and info["fps"] == 8.0
+    assert info["audio"]["channels"] == 2 and info["audio"]["sample_rate"] == audio["sample_rate"]
 
 
 def test_core_save_image_would_embed_the_prompt(host, assets):

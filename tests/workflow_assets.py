@@ -1,10 +1,11 @@
 """Stand-in files for running the shipped workflows in tests: tiny models under any name, synthetic photos.
 
-* a random SD1.5-layout checkpoint (tests/tiny_models.py, shallow full-width UNet, real CLIP-L and VAE layouts);
-* an IP-Adapter FaceID file with the real key names for that UNet's layout (tests/faceid_files.py);
-* a synthesized insightface pack `buffalo_l` (tests/onnx_packs.py) whose detector finds magenta discs;
-* `portrait.png` (one synthetic face) and `group_photo.png` (three), stand-ins for the templates' example photos
-  (`STAND_IN_PHOTOS`: the synthesized detector finds magenta discs, not real faces).
+* a random SD1.5-layout checkpoint (dev/tiny_models.py, shallow full-width UNet, real CLIP-L and VAE layouts);
+* an IP-Adapter FaceID file with the real key names for that UNet's layout (dev/faceid_files.py);
+* a synthesized insightface pack `buffalo_l` (dev/onnx_packs.py) whose detector finds magenta discs;
+* `portrait.png` (one synthetic face), `group_photo.png` (three), `people_walking.mp4` and `reference_person.png`,
+  stand-ins for the templates' example inputs (`STAND_IN_PHOTOS`: the synthesized detector finds magenta discs,
+  not real faces).
 
 The real weights cannot be downloaded here. The SDXL workflows run on the SD1.5-layout stand-ins too: that checks
 their graph (wiring, widget values, settings reaching the nodes), not SDXL itself.
@@ -18,14 +19,16 @@ from pathlib import Path
 import numpy as np
 
 # the templates' example photo -> its synthetic stand-in
-STAND_IN_PHOTOS = {"faceanon_example_portrait.jpg": "portrait.png", "faceanon_example_group.jpg": "group_photo.png"}
+STAND_IN_PHOTOS = {"faceanon_example_portrait.jpg": "portrait.png", "faceanon_example_group.jpg": "group_photo.png",
+                   "faceanon_example_video.mp4": "people_walking.mp4",
+                   "faceanon_example_reference.jpg": "reference_person.png"}
 PORTRAIT_FACES = [((128, 120), 96, 3)]                                     # centre, diameter, texture seed
 GROUP_FACES = [((70, 90), 60, 1), ((180, 80), 64, 2), ((300, 110), 56, 5)]
 
 
 def face_photo(size: tuple[int, int], faces, seed: int) -> np.ndarray:
     """uint8 H x W x 3 photo: a noisy greenish background with synthetic faces (centre, diameter, texture seed)."""
-    from tests.onnx_packs import draw_face
+    from dev.onnx_packs import draw_face
 
     h, w = size
     rng = np.random.default_rng(seed)
@@ -47,11 +50,32 @@ def write_photos(input_dir: Path) -> dict[str, Path]:
         if not path.exists():
             Image.fromarray(face_photo(size, faces, seed)).save(path)
         out[name] = path
+    out.update(write_video_inputs(input_dir))
     return out
 
 
+VIDEO_FRAMES = 2  # the video workflows' clip: two people walking, 2 frames (each face of each frame is rendered)
+
+
+def write_video_inputs(input_dir: Path) -> dict[str, Path]:
+    """`people_walking.mp4` (two people, 2 frames at 8 fps, stereo sound) and `reference_person.png` (the first of
+    them), the video workflows' default inputs; built from scikit-image photos (tests/video_clips.py)."""
+    from PIL import Image
+
+    from tests.video_clips import Person, render, write_video
+
+    video, photo = input_dir / "people_walking.mp4", input_dir / "reference_person.png"
+    if not video.exists():
+        shot = [[Person("astronaut", (50 + 5 * i, 64), 52), Person("camera", (150 - 4 * i, 70), 48)]
+                for i in range(VIDEO_FRAMES)]
+        write_video(video, render([("astronaut", shot)], (128, 208)), fps=8.0)
+    if not photo.exists():
+        Image.fromarray(render([("coffee", [[Person("astronaut", (80, 64), 80)]])], (128, 160))[0]).save(photo)
+    return {video.name: video, photo.name: photo}
+
+
 def write_face_pack(models_dir: Path, name: str = "buffalo_l") -> Path:
-    from tests.onnx_packs import write_pack
+    from dev.onnx_packs import write_pack
 
     folder = models_dir / "insightface" / "models" / name
     if not (folder / "det_10g.onnx").exists():
@@ -63,8 +87,8 @@ def write_tiny_faceid(path: Path) -> Path:
     """A FaceID .bin matching the tiny SD1.5-layout checkpoint's UNet (any file name)."""
     import torch
 
-    from tests.faceid_files import faceid_state_dict, layout_from_unet_config, write_bin
-    from tests.tiny_models import SD15_SHALLOW_UNET
+    from dev.faceid_files import faceid_state_dict, layout_from_unet_config, write_bin
+    from dev.tiny_models import SD15_SHALLOW_UNET
 
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,8 @@ Modules:
 - `harness`   per-face / per-image measurements and the aggregate summary;
 - `report`    CSV, JSON and a self-contained HTML page with plots and thumbnails;
 - `photos`    fetcher for the offline real-photo set (pulled from package registry artifacts);
+- `video`     video metrics per track: stand-in consistency, leak rate, flicker, detection recall (with
+              blur and unchanged baselines; `python -m faceanon.evaluate.video`);
 - `cli`       the `python -m faceanon.evaluate` entry point.
 """
 

@@ -28,6 +28,7 @@ import numpy as np
 from . import EvaluationInputError, images, mesh, quality
 from .baselines import BASELINES, BaselineSettings, apply_baseline
 from .models import Box, FaceTools
+from .thumbnails import tile_png
 
 logger = logging.getLogger(__name__)
 
@@ -368,7 +369,5 @@ def summarize(methods: list[Method], face_rows: list[dict], image_rows: list[dic
 
 
 def _thumbnail_tiles(tiles, height: int) -> list[dict]:
-    from .report import tile_png
-
     return [{"label": label, "caption": " ".join(texts), "png": tile_png(img, boxes, texts, flags, height)}
             for label, img, boxes, texts, flags in tiles]

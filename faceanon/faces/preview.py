@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 
@@ -20,10 +22,12 @@ def _font(size: int):
         return ImageFont.load_default()
 
 
-def draw_faces(images: torch.Tensor, faces: Faces) -> torch.Tensor:
+def draw_faces(images: torch.Tensor, faces: Faces, labels: Sequence[str] | None = None,
+               colors: Sequence[int] | None = None) -> torch.Tensor:
     """[B, H, W, 3] float copy of `images` with every face drawn: box, global face number, score, 5 keypoints
     (eyes green), 106 landmarks as dots. Images listed in `faces.missing` get a thick red frame and
-    "NO FACE - NOT ANONYMIZED"."""
+    "NO FACE - NOT ANONYMIZED". `labels` / `colors` (one per face) replace the number-and-score label and the
+    colour index (e.g. track numbers, so one person keeps one colour)."""
     from PIL import Image, ImageDraw
 
     images = as_bhwc(images)
@@ -37,7 +41,7 @@ def draw_faces(images: torch.Tensor, faces: Faces) -> torch.Tensor:
         d = ImageDraw.Draw(im)
         for n in faces.indices_for_image(i):
             f = faces[n]
-            col = _COLORS[n % len(_COLORS)]
+            col = _COLORS[(n if colors is None else colors[n]) % len(_COLORS)]
             x1, y1, x2, y2 = (float(v) for v in f.box)
             d.rectangle([x1, y1, x2, y2], outline=col, width=line)
             if f.landmarks is not None:
@@ -48,7 +52,7 @@ def draw_faces(images: torch.Tensor, faces: Faces) -> torch.Tensor:
             for k, (x, y) in enumerate(f.kps):
                 kc = (0, 255, 0) if k < 2 else (255, 60, 60)
                 d.ellipse([x - r, y - r, x + r, y + r], fill=kc)
-            label = f"{n} ({f.score:.2f})"
+            label = f"{n} ({f.score:.2f})" if labels is None else labels[n]
             tb = d.textbbox((0, 0), label, font=font)
             ty = y1 - (tb[3] - tb[1]) - 2 * line
             ty = ty if ty >= 0 else y2 + line

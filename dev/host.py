@@ -85,8 +85,12 @@ class HostRunError(RuntimeError):
 
 
 class ComfyHost:
-    def __init__(self, path: Path, workdir: Path):
+    """ComfyUI at `path`, booted in this process (files under `workdir`), with the pack loaded by ComfyUI's own
+    loader. `cpu=False` lets ComfyUI pick its device (a GPU benchmark); tests always run with `cpu=True`."""
+
+    def __init__(self, path: Path, workdir: Path, cpu: bool = True):
         self.path = path
+        self.cpu = cpu
         self.workdir = workdir
         self.models_dir = workdir / "models"
         self.input_dir = workdir / "input"
@@ -103,7 +107,7 @@ class ComfyHost:
         from comfy.cli_args import args
 
         # Must happen before anything imports comfy.model_management (it picks the device at import).
-        args.cpu = True
+        args.cpu = self.cpu
         args.disable_all_custom_nodes = False
         import folder_paths
 
@@ -202,7 +206,7 @@ def ensure_tiny_sd15_checkpoint(host: ComfyHost, name: str = "faceanon_tiny_sd15
     """Write (once per session) a random SD1.5-layout checkpoint into the host's checkpoints folder; return its name."""
     path = host.models_dir / "checkpoints" / name
     if not path.exists():
-        from tests.tiny_models import write_sd15_checkpoint
+        from dev.tiny_models import write_sd15_checkpoint
 
         write_sd15_checkpoint(path)
     return name

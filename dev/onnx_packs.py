@@ -213,8 +213,10 @@ def detector_model(compute: bool = False):
 # ---------------------------------------------------------------------------------------------------------------
 # recognizer (ArcFace signature: Nx3x112x112 -> Nx512)
 # ---------------------------------------------------------------------------------------------------------------
-def recognizer_model(seed: int, embedded_normalisation: bool, compute: bool = False):
-    """`compute`: add about 6.5 GFLOPs per face (like the real ResNet-50 ArcFace) that do not change the output."""
+def recognizer_model(seed: int, embedded_normalisation: bool, compute: bool = False, centered: bool = False):
+    """`compute`: add about 6.5 GFLOPs per face (like the real ResNet-50 ArcFace) that do not change the output.
+    `centered`: project only the central 4x4 cells minus their mean per colour channel, so that embeddings follow the
+    texture rather than the overall colour (different textures then score low, as different people do)."""
     g = _Graph()
     x = "input.1"
     h = x
@@ -223,8 +225,13 @@ def recognizer_model(seed: int, embedded_normalisation: bool, compute: bool = Fa
         h = g.op("Sub", [h, g.const(127.5)], name="Sub_0")
         h = g.op("Mul", [h, g.const(1.0 / 127.5)], name="Mul_1")
     h = g.op("AveragePool", [h], kernel_shape=[14, 14], strides=[14, 14])
+    features = 192
+    if centered:  # the central 4x4 cells (inside the face), minus their mean per channel
+        h = g.op("Slice", [h, g.iconst([2, 2]), g.iconst([6, 6]), g.iconst([2, 3])])
+        h = g.op("Sub", [h, g.op("ReduceMean", [h], axes=[2, 3], keepdims=1)])
+        features = 48
     h = g.op("Flatten", [h], axis=1)
-    w = np.random.default_rng(seed).standard_normal((192, 512)).astype(np.float32) / np.sqrt(192)
+    w = np.random.default_rng(seed).standard_normal((features, 512)).astype(np.float32) / np.sqrt(features)
     bias = np.random.default_rng(seed + 1).standard_normal(512).astype(np.float32) * 0.05
     h = g.op("MatMul", [h, g.const(w)])
     if compute:  # 7 x (128 -> 128, 3x3) at 56x56: ~6.5 GFLOPs per face
@@ -266,11 +273,12 @@ def genderage_model():
 
 
 def write_pack(folder: Path | str, name: str = "buffalo_l", *, skip: tuple[str, ...] = (),
-               compute: bool = False) -> Path:
+               compute: bool = False, centered: bool = False) -> Path:
     """Write a synthesized pack `name` ("buffalo_l" or "antelopev2") into `folder` (created); return `folder`.
 
     `skip` names roles ("detector", "recognizer", "landmark_2d", "landmark_3d", "genderage") to leave out.
     `compute` gives the detector and recognizer the real models' compute cost (for benchmarks; same outputs).
+    `centered` makes the recognizer texture-sensitive (see `recognizer_model`; the video tests' people).
     """
     import onnx
 
@@ -280,7 +288,8 @@ def write_pack(folder: Path | str, name: str = "buffalo_l", *, skip: tuple[str, 
     builders = {
         "detector": lambda: detector_model(compute),
         "recognizer": lambda: recognizer_model(seed=11 if name == "buffalo_l" else 23,
-                                               embedded_normalisation=name == "buffalo_l", compute=compute),
+                                               embedded_normalisation=name == "buffalo_l", compute=compute,
+                                               centered=centered),
         "landmark_2d": landmark_106_model,
         "landmark_3d": landmark_3d68_model,
         "genderage": genderage_model,

@@ -8,7 +8,7 @@ To stay fast on 2 CPU cores the UNet is *shallow*: full width (320 channels, con
 recognises SD1.5) but with two resolution levels and one block per level. The text encoder (CLIP-L) and the VAE
 have their fixed real sizes (ComfyUI builds them from fixed configs); they are stored in fp16.
 
-Import only after the host has booted (tests/comfy_host.py), since this imports `comfy`.
+Import only after the host has booted (dev/host.py), since this imports `comfy`.
 """
 
 from __future__ import annotations
@@ -23,6 +23,10 @@ SD15_SHALLOW_UNET = {
     "use_spatial_transformer": True, "legacy": False, "image_size": 32, "use_checkpoint": False, "dims": 2,
     "use_temporal_resblock": False,
 }
+
+# The full SD1.5 UNet (4 levels, 2 blocks each, 860M parameters): the real per-call cost of a model evaluation.
+SD15_FULL_UNET = dict(SD15_SHALLOW_UNET, num_res_blocks=[2, 2, 2, 2], channel_mult=[1, 2, 4, 4],
+                      transformer_depth=[1, 1, 1, 1, 1, 1, 0, 0], transformer_depth_output=[1] * 9 + [0, 0, 0])
 
 # Tiny (narrow) UNets for in-process unit tests (ComfyUI merges its own head config: SD1.5 8 heads, SDXL 64
 # channels per head, so SDXL needs at least 64 channels) that build a ModelPatcher directly, without a checkpoint file.
@@ -61,8 +65,11 @@ def randomize_(state_dict: dict[str, torch.Tensor], seed: int, std: float = 0.02
     return out
 
 
-def build_model_patcher(unet_config: dict, family: str = "sd15", seed: int = 0, prediction: str = "eps"):
-    """A random-weight ComfyUI ModelPatcher of the given family, on CPU, without any file."""
+def build_model_patcher(unet_config: dict, family: str = "sd15", seed: int = 0, prediction: str = "eps",
+                        device: torch.device | None = None, dtype: torch.dtype = torch.float32):
+    """A random-weight ComfyUI ModelPatcher of the given family, without any file, on `device` (default CPU) in
+    `dtype`."""
+    device = torch.device("cpu") if device is None else torch.device(device)
     import comfy.model_base
     import comfy.model_patcher
     import comfy.supported_models
@@ -71,11 +78,11 @@ def build_model_patcher(unet_config: dict, family: str = "sd15", seed: int = 0, 
     config = config_cls(dict(unet_config))
     model_type = {"eps": comfy.model_base.ModelType.EPS, "v": comfy.model_base.ModelType.V_PREDICTION}[prediction]
     base_cls = comfy.model_base.SDXL if family == "sdxl" else comfy.model_base.BaseModel
-    model = base_cls(config, model_type=model_type, device=torch.device("cpu"))
+    model = base_cls(config, model_type=model_type, device=device)
     sd = randomize_(model.diffusion_model.state_dict(), seed)
     model.diffusion_model.load_state_dict(sd)
-    model.diffusion_model.to(torch.float32)
-    return comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
+    model.diffusion_model.to(device=device, dtype=dtype)
+    return comfy.model_patcher.ModelPatcher(model, load_device=device, offload_device=device)
 
 
 def sd15_checkpoint_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:

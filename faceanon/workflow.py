@@ -8,7 +8,7 @@ turns the schema's inputs into sockets and widgets, in this order (read from the
   are `widgets_values`, positionally, with frontend-only extra values interleaved:
   - an INT with `control_after_generate` (or, when the key is absent, named `seed` / `noise_seed`) is followed by
     its "control after generate" value (`fixed`, `increment`, `decrement`, `randomize`);
-  - a COMBO with `image_upload` is followed by the upload button's value (`"image"`).
+  - a COMBO with `image_upload` or `video_upload` is followed by the upload button's value (`"image"`).
 
 Those extra values are not inputs: the API form (what `POST /prompt` takes) drops them. Frontend-only nodes (Note,
 MarkdownNote) are not in `/object_info` and are not part of the API form.
@@ -116,9 +116,11 @@ def layout(info: dict) -> NodeLayout:
                 control = opts.get("control_after_generate", name in ("seed", "noise_seed"))
                 if kind == "INT" and control:
                     widgets.append(Slot(CONTROL, CONTROL, {}, optional, CONTROL_VALUES))
-                if kind == "COMBO" and opts.get("image_upload"):
+                # the frontend saves the upload button's value "image" after the file, for videos too (as
+                # ComfyUI's own video templates show: LoadVideo's widgets_values are [file, "image"])
+                if kind == "COMBO" and (opts.get("image_upload") or opts.get("video_upload")):
                     widgets.append(Slot(UPLOAD, UPLOAD, {}, optional, ("image",)))
-                for extra in ("video_upload", "audio_upload", "animated_image_upload", "upload"):
+                for extra in ("audio_upload", "animated_image_upload", "upload"):
                     if opts.get(extra):
                         raise NotImplementedError(f"{info.get('name')}.{name}: {extra} widgets are not supported")
             else:
@@ -439,9 +441,17 @@ class Graph:
                 elif not s.optional:
                     raise ValueError(f"{n.type}.{s.name} is required: connect it")
                 inputs.append({"name": s.name, "type": s.type, "link": link})
-            for name, v in n.values.items():
-                if isinstance(v, Out) and name not in [s.name for s in lay.sockets]:
-                    raise TypeError(f"{n.type}.{name} is a widget; linking widgets is not supported here")
+            for w in lay.inputs:  # a widget fed by a link (e.g. CreateVideo's fps from the source video) becomes an
+                src = n.values.get(w.name)  # input that names its widget; the widget keeps its value (default)
+                if not isinstance(src, Out):
+                    continue
+                link = len(links) + 1
+                src_type = layout(self.info[src.node.type]).outputs[src.slot][1]
+                if not types_match(src_type, w.type):
+                    raise TypeError(f"{n.type}.{w.name} wants {w.type}, got {src_type} from {src.node.type}")
+                links.append([link, src.node.id, src.slot, n.id, len(inputs), src_type])
+                out_links.setdefault((src.node.id, src.slot), []).append(link)
+                inputs.append({"name": w.name, "type": w.type, "widget": {"name": w.name}, "link": link})
             node["inputs"] = inputs
             node["outputs"] = [{"name": name, "type": t, "links": None, "slot_index": k}
                                for k, (name, t) in enumerate(lay.outputs)]
