@@ -67,6 +67,10 @@ class Report:
             out += ["", f"== {title}", *lines]
         return "\n".join(out)
 
+    def fields(self) -> dict:
+        """The structured fields the frontend extension summarizes under the node (js/faceanon.js)."""
+        return {"ready": self.ready, "headline": self.headline(), "problems": list(self.problems)}
+
     def to_json(self) -> str:
         return json.dumps({"ready": self.ready, "problems": self.problems,
                            "sections": [{"title": t, "lines": lines} for t, lines in self.sections]}, indent=1)

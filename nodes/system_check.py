@@ -52,8 +52,7 @@ class FaceAnonSystemCheck(io.ComfyNode):
         if not report.ready:
             logger.warning("FaceAnon system check: %d problem(s):\n%s", len(report.problems),
                            "\n".join(report.problems))
-        fields = {"ready": report.ready, "headline": report.headline(), "problems": report.problems}
-        return io.NodeOutput(text, ui=ui_payload(text, fields))
+        return io.NodeOutput(text, ui=ui_payload(text, report.fields()))
 
 
 NODES = [FaceAnonSystemCheck]

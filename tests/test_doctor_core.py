@@ -175,3 +175,21 @@ def test_pack_files_have_sizes():
     for spec in KNOWN_PACKS.values():
         for f, _ in spec.expected():
             assert f in model_files.PACK_FILE_SIZES
+
+
+def test_frontend_summarizes_the_reports_fields(tmp_path):
+    """js/faceanon.js shows the headline and every problem under the node, from the structured fields."""
+    import json
+
+    from tests.test_frontend_js import NODE, summarize
+
+    if NODE is None:
+        pytest.skip("Node.js is not installed")
+    report = doctor.system_report(None)
+    payload = {"text": ["a misleading text"], "faceanon_report": [json.dumps(report.fields())]}
+    status = summarize(tmp_path, "FaceAnonSystemCheck", payload)
+    assert status["level"] == "warn" and status["lines"][0] == report.headline()
+    assert status["lines"][1:] == [f"WARNING: {p}" for p in report.problems][:5]
+    ready = {"ready": True, "headline": "FaceAnon system check: ready", "problems": []}
+    assert summarize(tmp_path, "FaceAnonSystemCheck", {"faceanon_report": [json.dumps(ready)]}) == \
+        {"level": "ok", "lines": ["FaceAnon system check: ready"]}
