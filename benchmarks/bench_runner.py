@@ -6,7 +6,8 @@ key names, synthesized buffalo_l pack). Photos: 128x128 synthetic portraits, one
 Workflow: workflows/faceanon_nullface_sd15_keep_eyes_mouth.json (UI format) with `--set` cutting the work to
 resolution 64 and 3 steps, so the numbers are about the runner's overhead and scaling, not diffusion.
 
-Each configuration is `python -m faceanon.run` in a fresh process with one torch thread per worker. Columns:
+Each configuration is `python -m faceanon.run` in a fresh process and session with one torch thread per worker (on
+a shared machine read the ratios: 2 actors share their session's CPU with the rest of the load). Columns:
   wall          seconds from start to exit (ComfyUI boot, model loading, all items, shutdown);
   items/min     items / wall;
   steady        items per minute between the first and the last manifest record (boot and load excluded);
@@ -47,16 +48,15 @@ def make_assets(root: Path, n: int) -> None:
     args.cpu = True
     from PIL import Image
 
-    from dev.faceid_files import faceid_state_dict, write_bin
+    from dev.faceid_files import faceid_state_dict, layout_from_unet_config, write_bin
     from dev.onnx_packs import draw_face, write_pack
     from dev.tiny_models import SD15_SHALLOW_UNET, write_sd15_checkpoint
-    from faceanon import faceid as CF
 
     models = root / "models"
     for sub in ("checkpoints", "ipadapter"):
         (models / sub).mkdir(parents=True)
     write_sd15_checkpoint(models / "checkpoints" / "tiny.safetensors")
-    layers = CF.layout_from_unet_config(SD15_SHALLOW_UNET)
+    layers = layout_from_unet_config(SD15_SHALLOW_UNET)
     write_bin(faceid_state_dict(layers, rank=8, seed=4, kv_scale=0.2), models / "ipadapter" / "tiny_faceid.bin")
     write_pack(models / "insightface" / "models" / "buffalo_l", "buffalo_l")
     (root / "photos").mkdir()
@@ -83,7 +83,11 @@ def run(label: str, root: Path, photos: Path, extra: list[str]) -> dict:
     # actors from num_cpus; the embedded run gets the same)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_USAGE_STATS_ENABLED": "0", "OMP_NUM_THREADS": "1"}
     start = time.monotonic()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # a session of its own, like Ray's worker processes: with Linux's autogroup scheduling (sched_autogroup_enabled)
+    # each session shares the CPU equally with the others, so on a busy machine a run left in this script's
+    # session would get less CPU than Ray's workers
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
     stamps, seen = [], 0
     while proc.poll() is None:
         lines = manifest.read_text().count("\n") if manifest.exists() else 0

@@ -72,6 +72,11 @@ def cli_args(host, ckpt: str, inp: Path, out: Path, *extra: str) -> list[str]:
             "--threads", "1", "--no-progress", *extra]
 
 
+def python_path() -> str:
+    """This repository first, then the caller's PYTHONPATH (scripts/test.sh adds a host's own site folder)."""
+    return os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)
+
+
 def read_manifest(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
@@ -186,7 +191,7 @@ def test_ctrl_c_leaves_a_consistent_manifest_and_a_rerun_finishes_the_rest(host,
     todo.write_text("".join(f"{photos / rel}\n" for rel in subset))
     out = tmp_path / "out"
     manifest = out / "faceanon_manifest.jsonl"
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "COMFYUI_PATH": str(host.path)}
+    env = {**os.environ, "PYTHONPATH": python_path(), "COMFYUI_PATH": str(host.path)}
     proc = subprocess.Popen([sys.executable, "-m", "faceanon.run", *cli_args(host, models, todo, out)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -227,7 +232,7 @@ def test_ray_with_two_actors_one_killed_gives_the_embedded_outputs_and_manifest(
     todo.write_text("".join(f"{photos / rel}\n" for rel in subset))
     out = tmp_path / "out"
     manifest = out / "faceanon_manifest.jsonl"
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "COMFYUI_PATH": str(host.path), "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {**os.environ, "PYTHONPATH": python_path(), "COMFYUI_PATH": str(host.path), "RAY_USAGE_STATS_ENABLED": "0"}
     args = [*cli_args(host, models, todo, out), "--ray", "local", "--workers", "2", "--object-store-mb", "100"]
     proc = subprocess.Popen([sys.executable, "-m", "faceanon.run", *args], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)

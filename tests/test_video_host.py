@@ -148,6 +148,7 @@ def test_one_seed_and_one_identity_per_track_interpolated_faces_too_exempt_bit_i
         for ident in c["identities"]:
             np.testing.assert_array_equal(ident, cam.identity())
     report = json.loads(result.ui["faceanon_report"][0])
+    assert f"(frames 0-2, seed {host.pack('nodes.anonymize').face_seed(11, cam.id)})" in text
     entry = next(t for t in report["tracks"] if t["track"] == cam.id)
     assert entry["anonymized"] == [0, 1, 2] and entry["interpolated"] == [1]
     yy, xx = np.mgrid[0:SIZE[0], 0:SIZE[1]]
