@@ -167,7 +167,7 @@ def wall(host, model, label, ctx_dim, resolution, steps, faces):
 
 def main():
     host, args, tmp = boot(__doc__, "bench_batch")
-    from tests.tiny_models import SD15_TINY_UNET
+    from dev.tiny_models import SD15_TINY_UNET
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, ComfyUI at {host.path}")
     full = patched_model(host, SD15_FULL_UNET, tmp, seed=1)

@@ -103,7 +103,7 @@ def test_faceanonymize_reports_a_cfg_the_inversion_did_not_use(host, setup, monk
     real_invert, real_guider = anon.invert_latent, anon.identity_guider
 
     def invert_spy(*args, **kwargs):
-        seen.add(("inversion", args[8]))  # (model, positive, negative, latent, solver, steps, skip, eta, cfg, ...)
+        seen.add(("inversion", args[8]))  # cfg, the ninth positional parameter of invert_latent
         return real_invert(*args, **kwargs)
 
     def guider_spy(*args, **kwargs):
