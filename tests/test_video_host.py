@@ -19,6 +19,8 @@ from dev.onnx_packs import write_pack
 from tests.video_clips import Person, detail, read_video, render, write_video
 from tests.workflow_assets import write_tiny_faceid
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread is faster on 2 cores
+
 PACK = "faceanon_video_people"  # buffalo_l file names, texture-sensitive recognizer
 FAST = "resolution = 64\nsteps = 2\nmask_delay = 1"
 SIZE = (128, 160)
