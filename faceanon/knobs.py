@@ -93,6 +93,13 @@ KNOBS: dict[str, Knob] = {
     "adapter_weight": Knob(float, 1.0, "Scale of the identity attention (the papers use 1.0).", -2.0, 3.0, 0.01),
     "lora_strength": Knob(float, 1.0, "Strength of the FaceID LoRA (the papers' pipelines apply it at 1.0).",
                           -2.0, 3.0, 0.01),
+    # throughput (the result is the same, up to float rounding, for every value)
+    "faces_per_call": Knob(int, 0, "Faces sampled together: one UNet call per step carries every face's guidance "
+                                   "branches. 0 = as many as fit in the free memory that ComfyUI reports; 1 = one "
+                                   "face after another.", 0, 1024, 1),
+    "steps_per_call": Knob(int, 0, "Inversion steps evaluated in one UNet call (their noisy latents are drawn up "
+                                   "front, so they do not depend on each other). 0 = as many as fit in the free "
+                                   "memory that ComfyUI reports; 1 = one call per step.", 0, 1000, 1),
     # detection
     "detection_threshold": Knob(float, 0.5, "Detector score threshold: lower finds more (and more false) faces.",
                                 0.05, 0.95, 0.01),

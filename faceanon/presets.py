@@ -41,6 +41,8 @@ class Settings:
     adapter_weight: float  # IP-Adapter FaceID attention weight
     lora_strength: float   # strength of the FaceID LoRA
     keep_final_residual: bool  # keep the last step's noise map (RP; lands on the inversion) or zero it (NullFace)
+    faces_per_call: int = 0    # faces sampled together, one UNet call per step (0 = as many as fit; 1 = one by one)
+    steps_per_call: int = 0    # inversion steps per UNet call (0 = as many as fit in free memory; 1 = step by step)
 
 
 PRESETS: dict[str, Settings] = {

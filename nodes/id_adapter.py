@@ -33,7 +33,7 @@ import comfy.model_patcher
 import folder_paths
 import torch
 
-from ..faceanon import faceid
+from ..faceanon import faceid, model_files
 from .knobs import knob_input
 from .types import IDAdapter, Identity, io
 
@@ -106,7 +106,9 @@ class _PatchState:
         self.always = sigma_start >= 1e8 and sigma_end <= 0.0
         self._last_sigmas = None  # (sigmas tensor, active): one host sync per UNet call, not per layer
 
-    def active(self, extra_options: dict) -> bool:
+    def active(self, extra_options: dict) -> bool | torch.Tensor:
+        """True / False for the whole call, or a [batch] bool tensor when the rows of one call are at different
+        sigmas (the batched inversion evaluates several steps per call)."""
         if self.always:
             return True
         sigmas = extra_options.get("sigmas")
@@ -115,8 +117,9 @@ class _PatchState:
         last = self._last_sigmas
         if last is not None and last[0] is sigmas:
             return last[1]
-        sigma = float(sigmas.detach().reshape(-1)[0])
-        result = faceid.percent_window_active(sigma, self.sigma_start, self.sigma_end)
+        values = sigmas.detach().reshape(-1).float().cpu().tolist()
+        rows = [faceid.percent_window_active(v, self.sigma_start, self.sigma_end) for v in values]
+        result = rows[0] if all(r == rows[0] for r in rows) else torch.tensor(rows)
         self._last_sigmas = (sigmas, result)
         return result
 
@@ -148,7 +151,8 @@ class FaceIDAttn2Patch:
         else:
             out = _text_attention(q, k, v, extra_options)
         st = self.state
-        if st.weight == 0.0 or not st.active(extra_options):
+        active = False if st.weight == 0.0 else st.active(extra_options)
+        if active is False:
             return out
         identities = extra_options.get(IDENTITY_KEY)
         if identities is None:
@@ -162,6 +166,9 @@ class FaceIDAttn2Patch:
         w_k, w_v = adapter.kv_weights.kv(self.layer.processor, q.device, q.dtype)
         term = faceid.ip_attention_term(q, tokens, w_k, w_v, extra_options["n_heads"],
                                         upcast=extra_options.get("attn_precision") == torch.float32)
+        if isinstance(active, torch.Tensor):  # rows at sigmas outside the window get no identity term
+            rows = active.repeat(term.shape[0] // active.shape[0])  # "sigmas" holds one guidance chunk's rows
+            term = term * rows.to(term.device, term.dtype).view(-1, *([1] * (term.ndim - 1)))
         return torch.add(out, term.to(out.dtype), alpha=st.weight)
 
     # ComfyUI's memory manager: model_patches_to(device / dtype) and model_patches_models()
@@ -354,8 +361,11 @@ class FaceAnonLoadIDAdapter(io.ComfyNode):
                          "key, and detects the variant and the base model it is for. The rank-128 LoRA embedded in "
                          "the file is used unless a separate _lora file is chosen."),
             inputs=[
-                io.Combo.Input("adapter", options=folder_paths.get_filename_list("ipadapter"),
-                               tooltip="IP-Adapter FaceID file in models/ipadapter"),
+                io.Combo.Input("adapter",
+                               options=model_files.with_documented(folder_paths.get_filename_list("ipadapter"),
+                                                                   "ipadapter"),
+                               tooltip="IP-Adapter FaceID file in models/ipadapter (the FaceID files are listed even "
+                                       "when missing: the loader then says where to get them)"),
                 io.Combo.Input("lora", options=[EMBEDDED_LORA] + folder_paths.get_filename_list("loras"),
                                default=EMBEDDED_LORA,
                                tooltip="The FaceID LoRA: the one embedded in the adapter file, or a separate "
@@ -366,9 +376,18 @@ class FaceAnonLoadIDAdapter(io.ComfyNode):
 
     @classmethod
     def execute(cls, adapter, lora=EMBEDDED_LORA):
-        path = folder_paths.get_full_path_or_raise("ipadapter", adapter)
-        lora_path = None if lora in (None, "", EMBEDDED_LORA) else folder_paths.get_full_path_or_raise("loras", lora)
+        path = model_path("ipadapter", adapter)
+        lora_path = None if lora in (None, "", EMBEDDED_LORA) else model_path("loras", lora)
         return io.NodeOutput(load_id_adapter(path, lora_path))
+
+
+def model_path(folder: str, name: str) -> str:
+    """The file's full path, or an error naming the file, every folder searched and where to get it."""
+    path = folder_paths.get_full_path(folder, name)
+    if path is None:
+        raise faceid.FaceIDFileError(model_files.missing_file_message(name, folder,
+                                                                      folder_paths.get_folder_paths(folder)))
+    return path
 
 
 class FaceAnonApplyIDAdapter(io.ComfyNode):

@@ -91,22 +91,64 @@ def schedule_sigmas(model, solver: str, steps: int, skip: float) -> torch.Tensor
     return inversion_sigmas(model.get_model_object("model_sampling").sigmas, steps, skip, SPACING[solver])
 
 
+def rows_per_call(model, latent_shape) -> int:
+    """How many latent rows of `latent_shape` ([C, H, W]) one UNet call can carry in the memory that ComfyUI's
+    model management reports free on the model's device (with the model's own weights counted as loaded, and the
+    1.5x margin core sampling uses when it batches conds); at least 1."""
+    mm = comfy.model_management
+    free = mm.get_free_memory(model.load_device)
+    free -= max(0, model.model_size() - model.loaded_size())  # weights still to be loaded
+    per_row = 1.5 * model.model.memory_required([1, *latent_shape])
+    return max(1, int(free // per_row)) if per_row > 0 else 1
+
+
+def _per_row_safe(*conditionings) -> bool:
+    """False when a conditioning is active on part of the schedule only (a timestep range) or carries hooks: core
+    sampling decides those from the call's first sigma, so steps at other sigmas must not share the call."""
+    for conditioning in conditionings:
+        for _, options in conditioning or ():
+            if options.get("hooks") is not None:
+                return False
+            if options.get("start_percent", 0.0) > 0.0 or options.get("end_percent", 1.0) < 1.0:
+                return False
+    return True
+
+
 def invert_latent(model, positive, negative, latent: dict, solver: str, steps: int, skip: float, eta: float,
-                  cfg: float, seed: int) -> InvertedLatent:
-    """Run the inversion through ComfyUI's own sampling machinery (guider, conds, hooks, model loading)."""
+                  cfg: float, seed: int, *, seeds=None, steps_per_call: int = 0) -> InvertedLatent:
+    """Run the inversion through ComfyUI's own sampling machinery (guider, conds, hooks, model loading).
+
+    Row b of the latent batch draws its noisy latents from seed ``seeds[b]`` (default ``seed + b``), so each row's
+    inversion equals the inversion of that latent alone with its seed. `steps_per_call` steps share one UNet call
+    (every CFG branch and row included); 0 picks the most that fit in the free memory (`rows_per_call`), 1 is one
+    call per step.
+    """
     pred = prediction_type(model)
     model = null_identity_model(model)
     sigmas = schedule_sigmas(model, solver, steps, skip)
     samples = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
+    rows = samples.shape[0]
+    seeds = [seed + b for b in range(rows)] if seeds is None else [int(s) for s in seeds]
+    if len(seeds) != rows:
+        raise ValueError(f"got {len(seeds)} seeds for a latent batch of {rows}: give one seed per latent")
+    if int(steps_per_call) < 0:
+        raise ValueError(f"steps_per_call must be 0 (from the free memory) or a number of steps >= 1, got "
+                         f"{steps_per_call}")
     guider = comfy.samplers.CFGGuider(model)
     guider.set_conds(positive, negative)
     guider.set_cfg(cfg)
+    branches = 1 if math.isclose(cfg, 1.0) else 2
     out: dict = {}
-    generator = torch.Generator("cpu").manual_seed(seed)
+    generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
 
     def run(denoiser, x, sigmas, extra_args=None, callback=None, disable=None):
+        k = int(steps_per_call)
+        if k == 0:  # the model is loaded by now: the free memory is what the calls can use
+            fit = rows_per_call(model, x.shape[1:]) // (rows * branches)
+            k = max(1, min(fit, len(sigmas) - 1)) if _per_row_safe(positive, negative) else 1
+        out["steps_per_call"] = k
         out["inversion"] = edit_inversion.invert(denoiser, x, sigmas, extra_args, callback, disable, solver=solver,
-                                                 eta=eta, generator=generator)
+                                                 eta=eta, generator=generators, steps_per_call=k)
         return out["inversion"].x_start.to(x.device, x.dtype)
 
     progress = latent_preview.prepare_callback(model, steps)
@@ -118,6 +160,7 @@ def invert_latent(model, positive, negative, latent: dict, solver: str, steps: i
     guider.sample(torch.zeros_like(samples), samples, comfy.samplers.KSAMPLER(run), sigmas, callback=callback,
                   disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
     inv = out["inversion"]
+    logger.debug("FaceAnon: inverted %d latent(s), %d steps, %d per UNet call", rows, steps, out["steps_per_call"])
     return InvertedLatent(core=inv, start_noise=_start_noise(model, samples, inv), seed=seed, prediction=pred,
                           positive=positive, negative=negative, cfg=float(cfg))
 
@@ -161,7 +204,8 @@ class FaceAnonInvert(io.ComfyNode):
             description=("Edit-friendly inversion: maps the latent back to noise along the schedule, keeping every "
                          "step's noise map, so that replaying them reproduces the image and only what the guidance "
                          "changes (the identity) moves. Runs on the model with the null identity in every branch. "
-                         "Computes exactly `steps` model evaluations (x2 when cfg != 1)."),
+                         "Computes exactly `steps` model evaluations per latent (x2 when cfg != 1), several steps "
+                         "and every latent of a batch per UNet call."),
             inputs=[
                 io.Model.Input("model", tooltip="The model exactly as sampling will use it (with the FaceAnon "
                                                 "identity adapter applied, if any: inversion uses its null identity)."),
@@ -169,14 +213,17 @@ class FaceAnonInvert(io.ComfyNode):
                                                           "(an empty prompt in both papers)."),
                 io.Conditioning.Input("negative", tooltip="Inversion negative conditioning (used only when cfg != 1; "
                                                           "Reverse Personalization uses a zeroed prompt)."),
-                io.Latent.Input("latent_image", tooltip="The encoded image to invert (VAEEncode)."),
+                io.Latent.Input("latent_image", tooltip="The encoded image(s) to invert (VAEEncode); a batch inverts "
+                                                        "several faces at once, each with its own seed."),
                 knob_input("solver"),
                 knob_input("steps"),
                 knob_input("skip"),
                 knob_input("eta"),
                 knob_input("inversion_cfg", "cfg", round=0.01),
                 io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True,
-                             tooltip="Seed of the independent noisy latents of the inverted trajectory."),
+                             tooltip="Seed of the independent noisy latents of the inverted trajectory; latent b of "
+                                     "a batch (several faces) uses seed + b."),
+                knob_input("steps_per_call", optional=True),
             ],
             outputs=[Inversion.Output(display_name="inversion",
                                       tooltip="Start latent, noise maps and schedule; holds the original image, so "
@@ -184,8 +231,10 @@ class FaceAnonInvert(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, model, positive, negative, latent_image, solver, steps, skip, eta, cfg, seed) -> io.NodeOutput:
-        inverted = invert_latent(model, positive, negative, latent_image, solver, steps, skip, eta, cfg, seed)
+    def execute(cls, model, positive, negative, latent_image, solver, steps, skip, eta, cfg, seed,
+                steps_per_call=0) -> io.NodeOutput:
+        inverted = invert_latent(model, positive, negative, latent_image, solver, steps, skip, eta, cfg, seed,
+                                 steps_per_call=steps_per_call)
         return io.NodeOutput(inverted)
 
 

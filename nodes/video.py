@@ -83,8 +83,9 @@ def anonymize_people(image, model, clip, vae, face_analysis, id_adapter, setting
         if any(identity[i] is None for i in ids):
             raise ValueError(f"the face analysis pack {tracks.model!r} gave no ArcFace embeddings, so these faces "
                              "have no identity to anonymize against; use a pack with a recognizer")
-        out, changed, _ = anonymize(images, model, clip, vae, face_analysis, id_adapter, settings, seed, attribute,
-                                    keep, faces=faces, face_seeds=[face_seed(seed, i) for i in ids],
+        out, changed, _ = anonymize(images, settings, model=model, clip=clip, vae=vae, analysis=face_analysis,
+                                    adapter=id_adapter, seed=seed, attribute=attribute, keep=keep, faces=faces,
+                                    face_seeds=[face_seed(seed, i) for i in ids],
                                     identities=[identity[i] for i in ids])
         return out, changed
 

@@ -178,3 +178,50 @@ def test_bad_solver_eta_shape_and_sigmas():
         inv.sample_replay(model, x0[:1], sigmas, inversion=result)
     with pytest.raises(ValueError, match="not the inversion's"):
         inv.sample_replay(model, x0, inversion_sigmas(sd_train_sigmas(), 6, 0.7), inversion=result)
+
+
+class CountingDenoiser(NonlinearDenoiser):
+    """Records the rows and sigmas of every call."""
+
+    def __init__(self, seed=0):
+        super().__init__(seed)
+        self.calls = []
+
+    def __call__(self, x, sigma, **kw):
+        self.calls.append(sigma.clone())
+        return super().__call__(x, sigma, **kw)
+
+
+@pytest.mark.parametrize("solver", inv.SOLVERS)
+@pytest.mark.parametrize("k", [2, 3, 7, 30])
+def test_steps_per_call_equals_step_by_step(solver, k):
+    """The denoiser's inputs are drawn up front, so k steps can share a call; the solver steps (DPM-Solver++'s
+    midpoint correction needs the previous output) still run in order: same noise maps, residual and start."""
+    x0, steps = latent(), 10
+    sigmas = inversion_sigmas(sd_train_sigmas(), steps, 0.6)
+    one, many = CountingDenoiser(), CountingDenoiser()
+    ref = inv.invert(one, x0, sigmas, solver=solver, generator=torch.Generator().manual_seed(5))
+    got = inv.invert(many, x0, sigmas, solver=solver, generator=torch.Generator().manual_seed(5), steps_per_call=k)
+    assert len(one.calls) == steps and len(many.calls) == math.ceil(steps / k)
+    # each call carries its steps' sigmas, one per row (2 rows per step here)
+    assert torch.equal(torch.cat(many.calls), torch.cat(one.calls))
+    assert rel(got.x_start, ref.x_start) == 0
+    assert rel(got.noises, ref.noises) < 1e-5 and rel(got.final_residual, ref.final_residual) < 1e-5
+    out = inv.sample_replay(NonlinearDenoiser(), got.x_start, sigmas, inversion=got, keep_final_residual=True)
+    assert rel(out, x0) < 1e-4
+
+
+def test_per_row_generators_equal_inverting_each_row_alone():
+    x0 = latent(shape=(3, 4, 8, 8))
+    sigmas = inversion_sigmas(sd_train_sigmas(), 6, 0.7)
+    batch = inv.invert(NonlinearDenoiser(), x0, sigmas, solver="dpmpp_2m_sde", steps_per_call=3,
+                       generator=[torch.Generator().manual_seed(s) for s in (4, 9, 2)])
+    for b, s in enumerate((4, 9, 2)):
+        alone = inv.invert(NonlinearDenoiser(), x0[b:b + 1], sigmas, solver="dpmpp_2m_sde",
+                           generator=torch.Generator().manual_seed(s))
+        assert torch.equal(batch.x_start[b:b + 1], alone.x_start)
+        assert rel(batch.noises[:, b:b + 1], alone.noises) < 1e-5
+    with pytest.raises(ValueError, match="got 2 generators for a latent batch of 3 rows"):
+        inv.invert(NonlinearDenoiser(), x0, sigmas, generator=[torch.Generator(), torch.Generator()])
+    with pytest.raises(ValueError, match="steps_per_call must be >= 1"):
+        inv.invert(NonlinearDenoiser(), x0, sigmas, steps_per_call=0)
