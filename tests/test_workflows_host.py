@@ -37,6 +37,8 @@ from tests.workflow_assets import STAND_IN_PHOTOS
 pytest.importorskip("onnx", reason="the synthesized insightface pack is written with the `onnx` package")
 pytest.importorskip("insightface", reason="the face nodes run insightface")
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread is faster on 2 cores
+
 STEMS = list(WORKFLOWS)
 FAST_OVERRIDES = "resolution = 64\nsteps = 3\nmask_delay = 1"
 TINY_FACEID = "faceanon_tiny_faceid_sd15.bin"
