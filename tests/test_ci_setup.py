@@ -81,7 +81,8 @@ def test_bad_inputs_say_what_was_seen(tmp_path):
 
 
 def test_pinned_releases_match_the_shared_archives():
-    readme = REPO_ROOT.parent / "shared" / "hosts" / "README.md"
+    archives = [a for a in os.environ.get("FACEANON_HOST_ARCHIVES", "").split(":") if a]
+    readme = (Path(archives[0]).parent if archives else REPO_ROOT.parent / "shared" / "hosts") / "README.md"
     if not readme.is_file():
         pytest.skip(f"no {readme} beside the repository")
     text = readme.read_text()
