@@ -205,7 +205,8 @@ def format_video_report(report: dict) -> str:
     if report["cuts"]:
         lines.append(f"  scene cuts before frame(s) {', '.join(map(str, report['cuts']))}")
     for t in tracks:
-        head = f"  track {t['track']} (frames {t['first']}-{t['last']}): {t['decision']}"
+        seed = f", seed {t['seed']}" if "seed" in t else ""
+        head = f"  track {t['track']} (frames {t['first']}-{t['last']}{seed}): {t['decision']}"
         lines.append(head)
         parts = [f"seen in {format_ranges(t['detected']) or 'no frame'}"]
         if t["interpolated"]:

@@ -6,10 +6,13 @@
 //    the node what happened: how many faces (people) were found and anonymized, and in red every image NOT
 //    anonymized, face that failed the check, face blurred by the fallback or lost by tracking (plus a toast). The lines are built from the structured fields the nodes put in their UI result
 //    ("faceanon_report": JSON), not from the report text.
+// 3. System Check shows its whole report in a read-only text box on the node ("text"), the summary under it.
 import { app } from "../../scripts/app.js";
 
 const PACK_COLOR = "#2b5763";
 const PACK_BGCOLOR = "#1d3a42";
+const FULL_TEXT_NODES = new Set(["FaceAnonSystemCheck"]);
+const TEXT_WIDGET = "faceanon_text";
 const OK_COLOR = "#7fd67f";
 const WARN_COLOR = "#ff6b5a";
 
@@ -66,6 +69,9 @@ const SUMMARIES = {
             : [];
         for (const face of report.faces ?? []) if (face.status !== "pass") warnings.push(face.text);
         return { headline: report.summary, warnings, failed: !report.passed };
+    },
+    FaceAnonSystemCheck(report) {
+        return { headline: report.headline, warnings: (report.problems ?? []).map((p) => `WARNING: ${p}`) };
     },
 };
 
@@ -143,6 +149,23 @@ function drawStatus(node, ctx) {
     ctx.restore();
 }
 
+// The whole text in a read-only, scrollable box on the node (a DOM widget; not saved with the workflow).
+function showText(node, text) {
+    let widget = node.widgets?.find((w) => w.name === TEXT_WIDGET);
+    if (!widget) {
+        if (typeof node.addDOMWidget !== "function") return;
+        const el = document.createElement("textarea");
+        el.readOnly = true;
+        el.spellcheck = false;
+        el.style.cssText = "width:100%;height:100%;box-sizing:border-box;font:11px monospace;white-space:pre;" +
+            "overflow:auto;resize:none;background:#111;color:#ddd;border:none;padding:4px;";
+        widget = node.addDOMWidget(TEXT_WIDGET, "faceanon_text", el, { serialize: false });
+        widget.serialize = false;
+        node.setSize?.([Math.max(node.size[0], 720), Math.max(node.size[1], 460)]);
+    }
+    widget.element.value = text;
+}
+
 app.registerExtension({
     name: "faceanon.nodes",
 
@@ -156,6 +179,9 @@ app.registerExtension({
         nodeType.prototype.onExecuted = function (output) {
             const r = onExecuted?.apply(this, arguments);
             try {
+                if (FULL_TEXT_NODES.has(nodeData.name) && output?.text) {
+                    showText(this, Array.isArray(output.text) ? output.text.join("\n") : String(output.text));
+                }
                 const status = summarize(nodeData.name, output);
                 if (status) {
                     this.faceanonStatus = status;

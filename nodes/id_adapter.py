@@ -33,7 +33,7 @@ import comfy.model_patcher
 import folder_paths
 import torch
 
-from ..faceanon import faceid
+from ..faceanon import faceid, model_files
 from .knobs import knob_input
 from .types import IDAdapter, Identity, io
 
@@ -361,8 +361,11 @@ class FaceAnonLoadIDAdapter(io.ComfyNode):
                          "key, and detects the variant and the base model it is for. The rank-128 LoRA embedded in "
                          "the file is used unless a separate _lora file is chosen."),
             inputs=[
-                io.Combo.Input("adapter", options=folder_paths.get_filename_list("ipadapter"),
-                               tooltip="IP-Adapter FaceID file in models/ipadapter"),
+                io.Combo.Input("adapter",
+                               options=model_files.with_documented(folder_paths.get_filename_list("ipadapter"),
+                                                                   "ipadapter"),
+                               tooltip="IP-Adapter FaceID file in models/ipadapter (the FaceID files are listed even "
+                                       "when missing: the loader then says where to get them)"),
                 io.Combo.Input("lora", options=[EMBEDDED_LORA] + folder_paths.get_filename_list("loras"),
                                default=EMBEDDED_LORA,
                                tooltip="The FaceID LoRA: the one embedded in the adapter file, or a separate "
@@ -373,9 +376,18 @@ class FaceAnonLoadIDAdapter(io.ComfyNode):
 
     @classmethod
     def execute(cls, adapter, lora=EMBEDDED_LORA):
-        path = folder_paths.get_full_path_or_raise("ipadapter", adapter)
-        lora_path = None if lora in (None, "", EMBEDDED_LORA) else folder_paths.get_full_path_or_raise("loras", lora)
+        path = model_path("ipadapter", adapter)
+        lora_path = None if lora in (None, "", EMBEDDED_LORA) else model_path("loras", lora)
         return io.NodeOutput(load_id_adapter(path, lora_path))
+
+
+def model_path(folder: str, name: str) -> str:
+    """The file's full path, or an error naming the file, every folder searched and where to get it."""
+    path = folder_paths.get_full_path(folder, name)
+    if path is None:
+        raise faceid.FaceIDFileError(model_files.missing_file_message(name, folder,
+                                                                      folder_paths.get_folder_paths(folder)))
+    return path
 
 
 class FaceAnonApplyIDAdapter(io.ComfyNode):

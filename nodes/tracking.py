@@ -39,7 +39,7 @@ def detector(analysis, frames, threshold: float, min_face_size: float, tick=None
 
 def track_clip(analysis, frames, threshold=0.5, min_face_size=24, detect_every=1, max_gap=8, scene_cut=0.5,
                smoothing=0.5, tick=None):
-    """Validated tracking of an IMAGE batch (the node's work, also used by the anonymizer's still mode tests)."""
+    """Validated tracking of an IMAGE batch (the node's work; a clip needs at least 2 frames)."""
     frames = as_bhwc(frames, "Track Faces: image")
     if frames.shape[0] < 2:
         raise ValueError(

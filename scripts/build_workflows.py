@@ -4,8 +4,12 @@ Widget order, sockets, defaults and output slots are read from the real node sch
 with this pack), so a changed node input shows up here as an error or as a diff, never as a silently shifted
 widget. Run after changing a node or a graph below, and commit the JSON files:
 
-    .venv/bin/python scripts/build_workflows.py           # write workflows/*.json
-    .venv/bin/python scripts/build_workflows.py --check   # exit 1 if a committed file is out of date
+    .venv/bin/python scripts/build_workflows.py             # write workflows/*.json and their .jpg thumbnails
+    .venv/bin/python scripts/build_workflows.py --check     # exit 1 if a committed file is out of date
+    .venv/bin/python scripts/build_workflows.py --examples  # (re)make example_inputs/ from scikit-image's data
+
+The thumbnails (workflows/<stem>.jpg, the file name ComfyUI's template browser asks for next to a custom node
+pack's template) show the example photo the template opens with and the template's title.
 
 Needs a ComfyUI (COMFYUI_PATH or ~/ComfyUI) and its requirements in the running interpreter.
 """
@@ -22,7 +26,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from scripts.workflow_tools import Graph  # noqa: E402
+from faceanon.workflow import Graph  # noqa: E402
 
 WORKFLOWS_DIR = REPO_ROOT / "workflows"
 
@@ -33,10 +37,12 @@ SD15_FACEID = "ip-adapter-faceid_sd15.bin"
 SDXL_FACEID = "ip-adapter-faceid_sdxl.bin"
 FACE_PACK = "buffalo_l"
 EMBEDDED_LORA = "embedded (from the adapter file)"
-PORTRAIT = "portrait.png"
-GROUP_PHOTO = "group_photo.png"
-VIDEO = "people_walking.mp4"
-REFERENCE_PHOTO = "reference_person.png"
+# The example photos the templates open with (example_inputs/, copied into ComfyUI's input folder at load time).
+EXAMPLES_DIR = REPO_ROOT / "example_inputs"
+PORTRAIT = "faceanon_example_portrait.jpg"
+GROUP_PHOTO = "faceanon_example_group.jpg"
+VIDEO = "faceanon_example_video.mp4"
+REFERENCE_PHOTO = "faceanon_example_reference.jpg"
 
 MODELS_NOTE = """Models (see the README's model table):
 - checkpoint: models/checkpoints/{ckpt}
@@ -380,6 +386,19 @@ WORKFLOWS = {
     "faceanon_video_keep_reference_people_sd15": (video_keep_reference_people_sd15, "sd15"),
 }
 
+# file stem -> the thumbnail's title
+TITLES = {
+    "faceanon_reverse_personalization_sdxl": "Reverse Personalization (SDXL) + attribute prompt",
+    "faceanon_nullface_sd15_keep_eyes_mouth": "NullFace (SD1.5), real eyes and mouth kept",
+    "faceanon_group_photo_sd15": "Group photo: detection preview, every face anonymized",
+    "faceanon_attribute_variants_sdxl": "Invert once, three attribute variants (SDXL)",
+    "faceanon_modular_nullface_sd15": "The modular graph (NullFace, SD1.5)",
+    "faceanon_privacy_check_sd15": "Anonymize, then verify with ArcFace",
+    "faceanon_video_sd15": "A video: every tracked person anonymized, sound kept",
+    "faceanon_video_keep_reference_people_sd15": "A video: keep the people in the photos, anonymize the rest",
+}
+THUMBNAIL_SIZE = (512, 512)
+
 # The inputs whose values are file names (checked against the default names, not against installed files).
 FILE_INPUTS = {
     ("CheckpointLoaderSimple", "ckpt_name"): {SD15_CKPT, SDXL_CKPT},
@@ -388,6 +407,64 @@ FILE_INPUTS = {
     ("LoadImage", "image"): {PORTRAIT, GROUP_PHOTO, REFERENCE_PHOTO},
     ("LoadVideo", "file"): {VIDEO},
 }
+
+
+def make_examples() -> None:
+    """example_inputs/ from scikit-image's data files (sources and licences: example_inputs/SOURCES.md)."""
+    from PIL import Image
+    from skimage import data
+
+    astronaut = Image.fromarray(data.astronaut())
+    camera = Image.fromarray(data.camera()).convert("RGB")
+    EXAMPLES_DIR.mkdir(exist_ok=True)
+    astronaut.save(EXAMPLES_DIR / PORTRAIT, quality=90, optimize=True)
+    group = Image.new("RGB", (1024, 512))
+    group.paste(astronaut, (0, 0))
+    group.paste(camera, (512, 0))
+    group.save(EXAMPLES_DIR / GROUP_PHOTO, quality=90, optimize=True)
+    # the reference photo of the person to keep: another framing of the astronaut (her head and shoulders)
+    astronaut.crop((96, 0, 352, 256)).save(EXAMPLES_DIR / REFERENCE_PHOTO, quality=90, optimize=True)
+    # the video: 3 s at 8 fps, a slow pan and zoom over the group photo (no sound)
+    import av
+    import numpy as np
+
+    with av.open(str(EXAMPLES_DIR / VIDEO), "w", options={"movflags": "+faststart"}) as container:
+        stream = container.add_stream("libx264", rate=8, options={"crf": "28", "preset": "veryslow"})
+        stream.width, stream.height, stream.pix_fmt = 512, 256, "yuv420p"
+        for i in range(24):
+            t = i / 23
+            w = round(1024 - 128 * t)
+            x = round((1024 - w) * t)
+            frame = group.crop((x, 0, x + w, w // 2)).resize((512, 256), Image.LANCZOS)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.asarray(frame), format="rgb24")))
+        container.mux(stream.encode())
+
+
+def thumbnail(workflow: dict, title: str):
+    """The template's thumbnail: the example photo it opens with, and its title underneath (a PIL image)."""
+    from PIL import Image, ImageDraw, ImageFont, ImageOps
+
+    types = [n["type"] for n in workflow["nodes"]]
+    photo_name = GROUP_PHOTO if "LoadVideo" in types else next(  # a video's frames come from the group photo
+        n["widgets_values"][0] for n in workflow["nodes"] if n["type"] == "LoadImage")
+    width, height = THUMBNAIL_SIZE
+    band = 112
+    canvas = Image.new("RGB", THUMBNAIL_SIZE, "#1d3a42")  # the pack's node colour (js/faceanon.js)
+    with Image.open(EXAMPLES_DIR / photo_name) as photo:
+        canvas.paste(ImageOps.fit(photo.convert("RGB"), (width, height - band)), (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default(size=30)
+    lines, line = [], ""
+    for word in title.split():
+        if line and draw.textlength(f"{line} {word}", font=font) > width - 32:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}".strip()
+    lines.append(line)
+    for i, text in enumerate(lines[:3]):
+        draw.text((16, height - band + 12 + 34 * i), text, fill="#ffffff", font=font)
+    return canvas
 
 
 def build_all(info: dict) -> dict[str, dict]:
@@ -400,8 +477,8 @@ def dumps(workflow: dict) -> str:
 
 def host_object_info(workdir: Path) -> dict:
     """/object_info of a ComfyUI loaded in-process with this pack (dev/host.py), folders in `workdir`."""
-    from scripts.workflow_tools import object_info
     from dev.host import ComfyHost, find_host, missing_host_requirements
+    from faceanon.workflow import object_info
 
     path, why = find_host()
     if path is None:
@@ -416,7 +493,10 @@ def host_object_info(workdir: Path) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="compare with the committed files; write nothing")
+    parser.add_argument("--examples", action="store_true", help="also remake example_inputs/ from scikit-image")
     args = parser.parse_args(argv)
+    if args.examples and not args.check:
+        make_examples()
     with tempfile.TemporaryDirectory(prefix="faceanon_build_") as tmp:
         built = build_all(host_object_info(Path(tmp)))
     stale = []
@@ -426,9 +506,12 @@ def main(argv=None) -> int:
         if args.check:
             if not path.is_file() or path.read_text() != text:
                 stale.append(path.name)
+            if not path.with_suffix(".jpg").is_file():
+                stale.append(path.with_suffix(".jpg").name)
         else:
             path.write_text(text)
-            print(f"wrote {path.relative_to(REPO_ROOT)}")  # noqa: T201 - a command-line tool
+            thumbnail(workflow, TITLES[stem]).save(path.with_suffix(".jpg"), quality=85, optimize=True)
+            print(f"wrote {path.relative_to(REPO_ROOT)} and its .jpg thumbnail")  # noqa: T201 - a command-line tool
     if stale:
         print("out of date (run scripts/build_workflows.py): " + ", ".join(stale))  # noqa: T201
         return 1

@@ -13,6 +13,8 @@ from PIL import Image
 from dev.host import HostRunError, ensure_tiny_sd15_checkpoint
 from tests.workflow_assets import face_photo, write_face_pack, write_tiny_faceid
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread is faster on 2 cores
+
 FAST = "resolution = 64\nsteps = 4\nmask_delay = 1"
 FACES = [((70, 80), 64, 1), ((180, 160), 72, 2)]  # centre, diameter, texture seed
 

@@ -25,7 +25,7 @@ def ida(host):
 
 @pytest.fixture(scope="module", params=["sd15", "sdxl"])
 def tm(request, host, ida, tmp_path_factory):
-    from tests import tiny_models
+    from dev import tiny_models
 
     return Tiny(host, ida, tiny_models, request.param, tmp_path_factory.mktemp(f"attention_{request.param}"))
 

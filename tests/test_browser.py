@@ -8,7 +8,7 @@ driven by Playwright's Python package; no browser download), and as a user would
   template URL and loaded with `app.loadGraphData`: no missing-node dialog or any other dialog, no error toast, no
   uncaught page error; every node type known to the frontend; each node's widget values as loaded by the frontend
   equal the file's, and the frontend's own API conversion (`app.graphToPrompt`) equals ours
-  (scripts/workflow_tools.ui_to_api); the pack's nodes have the extension's colour. A screenshot of each is saved
+  (faceanon/workflow.ui_to_api); the pack's nodes have the extension's colour. A screenshot of each is saved
   under tests/out/screenshots/ (gitignored);
 * a control: a workflow with an unknown node type does raise the missing-node dialog (so the check above works);
 * the group-photo workflow is run from the page (Queue) on stand-in models installed under the default file names
@@ -33,8 +33,8 @@ from pathlib import Path
 import pytest
 
 from scripts.build_workflows import FILE_INPUTS, WORKFLOWS, WORKFLOWS_DIR
-from scripts.workflow_tools import check_workflow, layout, ui_to_api
 from dev.host import find_host
+from faceanon.workflow import check_workflow, layout, ui_to_api
 
 pytestmark = pytest.mark.browser
 
@@ -73,17 +73,18 @@ def server(host, tmp_path_factory):
     pytest.importorskip("onnx", reason="the synthesized insightface pack is written with the `onnx` package")
     from dev.host import ensure_tiny_sd15_checkpoint
     from tests.comfy_server import ComfyServer
-    from tests.workflow_assets import face_photo, install_tiny_models, write_photos
+    from tests.workflow_assets import face_photo, write_photos
 
-    ckpt = host.models_dir / "checkpoints" / ensure_tiny_sd15_checkpoint(host)
     base = tmp_path_factory.mktemp("comfy_server")
     srv = ComfyServer(base)
-    ckpts = sorted(v for (kind, _), names in FILE_INPUTS.items() if kind == "CheckpointLoaderSimple"
-                   for v in names)
-    adapters = sorted(v for (kind, _), names in FILE_INPUTS.items() if kind == "FaceAnonLoadIDAdapter"
-                      for v in names)
-    install_tiny_models(srv.models_dir, ckpt, ckpts, adapters)
-    write_photos(base / "input")
+    srv.stand_in_checkpoint = host.models_dir / "checkpoints" / ensure_tiny_sd15_checkpoint(host)
+    write_photos(base / "input")  # the synthetic stand-ins; the pack copies its example photos itself
+    # the user files a fresh frontend asks for, present as after a first session (so that no request fails)
+    user = base / "user" / "default"
+    for sub in ("workflows", "subgraphs"):
+        (user / sub).mkdir(parents=True, exist_ok=True)
+    (user / "user.css").write_text("")
+    (user / "comfy.templates.json").write_text("[]")
     from PIL import Image
 
     Image.fromarray(face_photo((160, 200), [], seed=7)).save(base / "input" / "no_face.png")
@@ -112,11 +113,18 @@ def page(server):
             pg.console_errors = []
             pg.on("pageerror", lambda e: pg.page_errors.append(str(e)))
             pg.on("console", lambda m: pg.console_errors.append(m.text) if m.type == "error" else None)
-            pg.failed_urls = []  # the frontend probes optional user files (404s that are not errors)
-            pg.on("response", lambda r: pg.failed_urls.append(r.url) if r.status >= 400 else None)
+            pg.failed_urls = []  # every request that failed: "STATUS METHOD URL"
+            pg.on("response", lambda r: pg.failed_urls.append(f"{r.status} {r.request.method} {r.url}")
+                  if r.status >= 400 else None)
+            pg.on("requestfailed", lambda r: pg.failed_urls.append(f"failed {r.method} {r.url}"))
+            pg.responses = []  # (status, url) of every response
+            pg.on("response", lambda r: pg.responses.append((r.status, r.url)))
             pg.goto(server.url, timeout=UI_TIMEOUT_MS)
             pg.wait_for_function("() => window.app?.graph && window.LiteGraph?.registered_node_types?.FaceAnonymize",
                                  timeout=UI_TIMEOUT_MS)
+            pg.evaluate("""() => { window.faceanonRuns = [];  // how each queued prompt ended
+                for (const ev of ['execution_error', 'execution_success', 'execution_interrupted'])
+                    app.api.addEventListener(ev, (e) => window.faceanonRuns.push([ev, e.detail])); }""")
             yield pg
         finally:
             browser.close()
@@ -174,6 +182,40 @@ def test_extension_and_templates_are_served(server, page):
     assert page.evaluate("() => (app.extensions ?? []).some(e => e.name === 'faceanon.nodes')")
     ours = [e for e in page.console_errors + page.page_errors + page.failed_urls if "faceanon" in e.lower()]
     assert not ours, ours
+    # the thumbnails, at the URL the template browser builds for a custom node's template
+    # (apiURL(`/workflow_templates/${module}/${name}.jpg`), ComfyUI_frontend's getTemplateThumbnailUrl)
+    thumbs = page.evaluate("""async (stems) => Promise.all(stems.map(async (s) => {
+        const r = await fetch(`api/workflow_templates/comfyui-faceanon/${s}.jpg`);
+        return [s, r.status, r.headers.get('content-type')]; }))""", STEMS)
+    assert all(status == 200 and kind == "image/jpeg" for _, status, kind in thumbs), thumbs
+
+
+def test_template_browser_shows_the_thumbnails(server, page):
+    """Opened as a user does (Browse Templates, then the pack's entry under Extensions): the frontend fetches every
+    template's thumbnail from the pack (200) and shows each card with its picture decoded."""
+    try:
+        page.evaluate("async () => { await app.extensionManager.command.execute('Comfy.BrowseTemplates'); }")
+    except Exception as e:  # noqa: BLE001 - older frontends name the command differently
+        pytest.skip(f"this frontend has no Comfy.BrowseTemplates command ({e})")
+    page.get_by_text("comfyui-faceanon", exact=True).first.click(timeout=UI_TIMEOUT_MS)
+    urls = {f"{server.url}/api/workflow_templates/comfyui-faceanon/{stem}.jpg" for stem in STEMS}
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not urls <= {u for st, u in page.responses if st == 200}:
+        page.wait_for_timeout(500)
+    assert urls <= {u for st, u in page.responses if st == 200}, sorted(page.responses)[-20:]
+    page.wait_for_timeout(1000)
+    cards = page.evaluate("""() => [...document.querySelectorAll('[role=dialog] img')]
+        .map(i => [i.alt, i.complete && i.naturalWidth > 0])""")
+    assert sorted(cards) == sorted([stem, True] for stem in STEMS), cards
+    page.screenshot(path=str(SCREENSHOTS / "template_browser.png"))
+    # a click on a card opens the template, which shows its example photo (served from the input folder)
+    page.click("[role=dialog] img[alt='faceanon_group_photo_sd15']")
+    page.wait_for_function("""() => { const n = app.graph.nodes.find(n => n.type === 'LoadImage');
+        return n && n.widgets[0].value === 'faceanon_example_group.jpg' && n.imgs?.length
+            && n.imgs[0].complete && n.imgs[0].naturalWidth === 1024; }""", timeout=UI_TIMEOUT_MS)
+    page.wait_for_timeout(300)
+    assert visible_dialogs(page) == []
+    assert any(st == 200 and "/api/view?" in u and "faceanon_example_group.jpg" in u for st, u in page.responses)
 
 
 @pytest.mark.parametrize("stem", STEMS)
@@ -233,6 +275,88 @@ def test_missing_node_dialog_is_detected(page):
     assert visible_dialogs(page) == []
 
 
+# The model-file inputs the server refuses when the file is missing. (FaceAnonLoadIDAdapter and
+# FaceAnonLoadFaceAnalysis list their documented files even when missing, so that their own error can say where to
+# get them; that error is checked in tests/test_model_errors.py.)
+MODEL_INPUTS = {("CheckpointLoaderSimple", "ckpt_name")}
+
+
+@pytest.mark.parametrize("stem", STEMS)
+def test_template_as_opened_fails_only_on_missing_models(server, page, stem):
+    """Before any model is installed, a template queued exactly as opened fails only on its model files: the server
+    refuses the checkpoint ('value not in list'), never the photo or another input, and a part of
+    the graph that needs no checkpoint (the group photo's detection preview) runs and stops at the missing
+    insightface pack, with the loader's error naming it."""
+    assert not any((server.models_dir / "checkpoints").iterdir()), "run before the models fixture"
+    workflow = server.get_json(f"/api/workflow_templates/comfyui-faceanon/{stem}.json")
+    load_workflow(page, workflow)
+    with page.expect_response(lambda r: r.url.endswith("/api/prompt") and r.request.method == "POST",
+                              timeout=UI_TIMEOUT_MS) as answer:
+        page.evaluate("async () => { await app.queuePrompt(0, 1); }")
+    body = answer.value.json()
+    errors = [(node["class_type"], e["extra_info"].get("input_name"), e["type"])
+              for node in body["node_errors"].values() for e in node["errors"]]
+    loaders = {n["type"] for n in workflow["nodes"]} & {kind for kind, _ in MODEL_INPUTS}
+    assert {(k, i) for k, i, _ in errors} == {(k, i) for k, i in MODEL_INPUTS if k in loaders}, errors
+    assert {t for _, _, t in errors} == {"value_not_in_list"}, errors
+    if answer.value.status == 400:
+        page.server_refusals = getattr(page, "server_refusals", 0) + 1
+    else:  # the outputs that need no checkpoint were queued: they must stop at the missing face pack only
+        assert answer.value.status == 200, answer.value.text()[:2000]
+        prompt_id = body["prompt_id"]
+        page.wait_for_function("(id) => window.faceanonRuns.some(([ev, d]) => d?.prompt_id === id)", arg=prompt_id,
+                               timeout=UI_TIMEOUT_MS)
+        ends = page.evaluate("(id) => window.faceanonRuns.filter(([ev, d]) => d?.prompt_id === id)", prompt_id)
+        event, detail = ends[0]
+        assert event == "execution_error" and detail["node_type"] == "FaceAnonLoadFaceAnalysis", ends
+        assert "face model pack 'buffalo_l' was not found" in detail["exception_message"], detail
+        assert "buffalo_l.zip" in detail["exception_message"]  # where to get it
+    page.wait_for_timeout(300)
+    page.keyboard.press("Escape")  # the frontend's validation / execution error dialog
+    page.wait_for_timeout(300)
+
+
+def test_system_check_node_shows_its_report(server, page):
+    """FaceAnonSystemCheck alone on the canvas, queued: the report is shown on the node (a text box) and names the
+    missing files with their source; the summary under it is a warning."""
+    page.evaluate("""() => { app.graph.clear(); const n = LiteGraph.createNode('FaceAnonSystemCheck');
+        n.pos = [100, 100]; app.graph.add(n); }""")
+    page.evaluate("() => { try { app.extensionManager.toast.removeAll(); } catch (e) {} }")
+    page.evaluate("async () => { await app.queuePrompt(0, 1); }")
+    page.wait_for_function("""() => app.graph.nodes[0].widgets?.find(w => w.name === 'faceanon_text')
+        ?.element?.value?.includes('FaceAnon system check')""", timeout=UI_TIMEOUT_MS)
+    text = page.evaluate("() => app.graph.nodes[0].widgets.find(w => w.name === 'faceanon_text').element.value")
+    assert str(server.models_dir / "ipadapter") in text and "Model folders searched" in text
+    assert "ip-adapter-faceid_sd15.bin (96.7 MB) belongs in ComfyUI/models/ipadapter/" in text
+    status = page.evaluate("() => app.graph.nodes[0].faceanonStatus")
+    assert status["level"] == "warn" and status["lines"][0].startswith("FaceAnon system check: WARNING")
+    assert page.evaluate("() => app.graph.serialize().nodes[0].widgets_values ?? []") in ([], None)
+    fit_and_screenshot(page, "system_check")
+    page.evaluate("() => { try { app.extensionManager.toast.removeAll(); } catch (e) {} }")
+
+
+@pytest.fixture(scope="module")
+def models(server, page):
+    """The stand-in models under the workflows' default file names, installed while the server runs."""
+    from tests.workflow_assets import install_tiny_models
+
+    ckpts = sorted(v for (kind, _), names in FILE_INPUTS.items() if kind == "CheckpointLoaderSimple"
+                   for v in names)
+    adapters = sorted(v for (kind, _), names in FILE_INPUTS.items() if kind == "FaceAnonLoadIDAdapter"
+                      for v in names)
+    install_tiny_models(server.models_dir, server.stand_in_checkpoint, ckpts, adapters)
+    page.evaluate("async () => { await app.refreshComboInNodes?.(); }")
+    return server.models_dir
+
+
+def _use_stand_in_photo(page) -> None:
+    """The synthesized detector finds magenta discs, not real faces: swap the example photo for its stand-in."""
+    from tests.workflow_assets import STAND_IN_PHOTOS
+
+    photo = page.evaluate("() => app.graph.nodes.find(n => n.type === 'LoadImage').widgets[0].value")
+    _set_widget(page, "LoadImage", "image", STAND_IN_PHOTOS[photo])
+
+
 def _queue_and_wait(page, node_type: str, timeout_s: float = 240) -> dict:
     page.evaluate("() => { try { app.extensionManager.toast.removeAll(); } catch (e) {} }")  # earlier runs' toasts
     page.evaluate("async () => { await app.queuePrompt(0, 1); }")
@@ -254,10 +378,11 @@ def _set_widget(page, node_type: str, name: str, value) -> None:
                   [node_type, name, value])
 
 
-def test_group_photo_runs_in_the_browser_and_reports(server, page):
+def test_group_photo_runs_in_the_browser_and_reports(server, page, models):
     stem = "faceanon_group_photo_sd15"
     workflow = server.get_json(f"/api/workflow_templates/comfyui-faceanon/{stem}.json")
     load_workflow(page, workflow)
+    _use_stand_in_photo(page)
     _set_widget(page, "FaceAnonymize", "overrides", FAST_OVERRIDES)
     out_dir, temp_dir = server.base / "output", server.base / "temp"
     before = {p for p in out_dir.rglob("*") if p.is_file()}
@@ -278,7 +403,7 @@ def test_group_photo_runs_in_the_browser_and_reports(server, page):
     assert toasts(page, "warn") == []
 
 
-def test_image_without_face_is_flagged_in_the_ui(server, page):
+def test_image_without_face_is_flagged_in_the_ui(server, page, models):
     stem = "faceanon_group_photo_sd15"
     workflow = server.get_json(f"/api/workflow_templates/comfyui-faceanon/{stem}.json")
     load_workflow(page, workflow)
@@ -294,10 +419,11 @@ def test_image_without_face_is_flagged_in_the_ui(server, page):
     fit_and_screenshot(page, f"{stem}_no_face_flagged")
 
 
-def test_privacy_check_runs_and_verify_reports(server, page):
+def test_privacy_check_runs_and_verify_reports(server, page, models):
     stem = "faceanon_privacy_check_sd15"
     workflow = server.get_json(f"/api/workflow_templates/comfyui-faceanon/{stem}.json")
     load_workflow(page, workflow)
+    _use_stand_in_photo(page)
     _set_widget(page, "FaceAnonymize", "overrides", FAST_OVERRIDES)
     status = _queue_and_wait(page, "FaceAnonVerify")
     head = status["lines"][0]
@@ -313,3 +439,20 @@ def test_privacy_check_runs_and_verify_reports(server, page):
 
     saved = sorted((server.base / "output" / "faceanon").glob("checked_*.png"))
     assert len(saved) == 1 and png_text_chunks(saved[0]) == {}
+
+
+# The frontend's own probe for an optional stylesheet in its web root (ComfyUI_frontend asks for /user.css at
+# start; a user can put one there): the only request allowed to fail.
+FRONTEND_PROBES = ("/user.css",)
+
+
+def test_no_request_of_the_page_failed(server, page):
+    """Over the whole session (load, templates, thumbnails, example photos, runs): no request to the ComfyUI server
+    failed, except the deliberate refusals of the missing-model test above (400 on POST /api/prompt) and the
+    frontend's probe above. (Requests the frontend makes to the internet, e.g. api.comfy.org's node registry,
+    fail on an offline machine and are not the pack's: only the server's own URLs are checked.)"""
+    ours = [f for f in page.failed_urls if f.split(" ", 2)[2].startswith(server.url + "/")]
+    failed = [f for f in ours if f.split(" ", 2)[2].split("?")[0] not in {server.url + p for p in FRONTEND_PROBES}]
+    refusals = [f for f in failed if f.startswith("400 POST ") and f.endswith("/api/prompt")]
+    assert len(refusals) == getattr(page, "server_refusals", 0)  # the missing-model refusals, none other
+    assert [f for f in failed if f not in refusals] == [], "\n".join(failed)

@@ -25,7 +25,7 @@ def s(host, tmp_path_factory):
 def test_preset_timesteps_through_the_model_sampling(host, name, family):
     """The preset's sigmas, mapped back by the model's own ModelSamplingDiscrete, are the reference's timesteps."""
     from faceanon.presets import PRESETS
-    from tests.tiny_models import SD15_TINY_UNET, SDXL_TINY_UNET, build_model_patcher
+    from dev.tiny_models import SD15_TINY_UNET, SDXL_TINY_UNET, build_model_patcher
 
     inversion = host.pack("nodes.inversion")
     p = PRESETS[name]
@@ -102,9 +102,9 @@ def test_faceanonymize_reports_a_cfg_the_inversion_did_not_use(host, setup, monk
     seen = set()
     real_invert, real_guider = anon.invert_latent, anon.identity_guider
 
-    def invert_spy(*args):
-        seen.add(("inversion", args[-2]))
-        return real_invert(*args)
+    def invert_spy(*args, **kwargs):
+        seen.add(("inversion", args[8]))  # cfg, the ninth positional parameter of invert_latent
+        return real_invert(*args, **kwargs)
 
     def guider_spy(*args, **kwargs):
         seen.add(("sampling", args[5], kwargs["inversion"].cfg))

@@ -17,13 +17,15 @@ from tests.solver_reference import DTYPE, EpsNet, ddpm_reference, dpmpp_2m_sde_r
 
 NULLFACE, RP = "NullFace (SD1.5)", "Reverse Personalization (SDXL)"
 
+# faces_per_call / steps_per_call: batching only (0 = as many as fit), the results do not depend on them
 EXPECTED = {
     NULLFACE: dict(solver="ddpm", steps=30, skip=0.7, eta=1.0, inversion_cfg=1.0, cfg=10.0, identity_scale=-1.0,
                    zero_negative=False, gate_face=True, mask_delay=10, mask_feather=0.0, resolution=512, margin=1.0,
-                   adapter_weight=1.0, lora_strength=1.0, keep_final_residual=False),
+                   adapter_weight=1.0, lora_strength=1.0, keep_final_residual=False, faces_per_call=0,
+                   steps_per_call=0),
     RP: dict(solver="dpmpp_2m_sde", steps=100, skip=0.7, eta=1.0, inversion_cfg=-10.0, cfg=-10.0, identity_scale=1.0,
              zero_negative=True, gate_face=False, mask_delay=0, mask_feather=0.0, resolution=1024, margin=1.0,
-             adapter_weight=1.0, lora_strength=1.0, keep_final_residual=True),
+             adapter_weight=1.0, lora_strength=1.0, keep_final_residual=True, faces_per_call=0, steps_per_call=0),
 }
 
 # The reference pipelines' timesteps, written out independently of faceanon.schedules:

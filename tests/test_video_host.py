@@ -19,6 +19,8 @@ from dev.onnx_packs import write_pack
 from tests.video_clips import Person, detail, read_video, render, write_video
 from tests.workflow_assets import write_tiny_faceid
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread is faster on 2 cores
+
 PACK = "faceanon_video_people"  # buffalo_l file names, texture-sensitive recognizer
 FAST = "resolution = 64\nsteps = 2\nmask_delay = 1"
 SIZE = (128, 160)
@@ -140,6 +142,12 @@ def test_one_seed_and_one_identity_per_track_interpolated_faces_too_exempt_bit_i
         video.anonymize = real
     out, changed, text = result.args
     assert out.shape == frames.shape
+    # the chunk size bounds memory only: the whole clip in one chunk gives the same frames
+    with torch.inference_mode():
+        whole = video.FaceAnonAnonymizePeople.execute(
+            frames, model, clip, vae, analysis, adapter, "NullFace (SD1.5)", 11, overrides=FAST, tracks=tracks,
+            references=refs, policy="everyone except the reference people", chunk_frames=3).args[0]
+    assert float((whole - out).abs().max()) < 2e-3
     # chunks of 2 frames; only the camera man's faces were rendered, with his track's seed and identity every time
     assert len(calls) == 2 and sum(len(c["faces"]) for c in calls) == 3
     seeds = {s for c in calls for s in c["face_seeds"]}
@@ -148,6 +156,7 @@ def test_one_seed_and_one_identity_per_track_interpolated_faces_too_exempt_bit_i
         for ident in c["identities"]:
             np.testing.assert_array_equal(ident, cam.identity())
     report = json.loads(result.ui["faceanon_report"][0])
+    assert f"(frames 0-2, seed {host.pack('nodes.anonymize').face_seed(11, cam.id)})" in text
     entry = next(t for t in report["tracks"] if t["track"] == cam.id)
     assert entry["anonymized"] == [0, 1, 2] and entry["interpolated"] == [1]
     yy, xx = np.mgrid[0:SIZE[0], 0:SIZE[1]]

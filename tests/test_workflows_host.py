@@ -4,7 +4,10 @@
 * Every node type is installed (`/object_info`), every link joins an output to an input of the same type at the
   right slots, every widget value is valid for its input (count, type, range, choices; model and image file names
   are the README's defaults), every workflow has a Note explaining it and saves through the metadata-free node.
-* Converted to the API form (scripts/workflow_tools.ui_to_api: widget values named by the schema's widget order,
+* Every template opens ready: its Load Image names one of the pack's example photos (example_inputs/), which the
+  pack copied into ComfyUI's input folder when it loaded (never over a user's file: tests/test_examples_core.py),
+  and every template has its thumbnail (workflows/<stem>.jpg, what the template browser asks for).
+* Converted to the API form (faceanon/workflow.ui_to_api: widget values named by the schema's widget order,
   frontend-only values and Note nodes dropped), each one runs. Model file names are swapped for stand-ins written
   here (tests/workflow_assets.py): a random SD1.5-layout checkpoint, a FaceID file for its layout, a synthesized
   insightface pack. **The two SDXL workflows run on these SD1.5-layout stand-ins as well**: that checks their
@@ -27,11 +30,14 @@ from pathlib import Path
 import pytest
 
 from scripts.build_workflows import FILE_INPUTS, WORKFLOWS, WORKFLOWS_DIR, build_all, dumps
-from scripts.workflow_tools import FRONTEND_ONLY_NODES, check_workflow, layout, object_info, ui_to_api
 from dev.host import HostRunError, ensure_tiny_sd15_checkpoint
+from faceanon.workflow import FRONTEND_ONLY_NODES, check_workflow, layout, object_info, ui_to_api
+from tests.workflow_assets import STAND_IN_PHOTOS
 
 pytest.importorskip("onnx", reason="the synthesized insightface pack is written with the `onnx` package")
 pytest.importorskip("insightface", reason="the face nodes run insightface")
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread is faster on 2 cores
 
 STEMS = list(WORKFLOWS)
 FAST_OVERRIDES = "resolution = 64\nsteps = 3\nmask_delay = 1"
@@ -114,6 +120,10 @@ def fast_api(workflow: dict, info: dict, ckpt: str) -> dict:
             inputs["steps"] = 3
         elif kind == "FaceAnonIdentityGuider":
             inputs["mask_delay"] = min(inputs["mask_delay"], 1)
+        elif kind == "LoadImage":
+            inputs["image"] = STAND_IN_PHOTOS[inputs["image"]]
+        elif kind == "LoadVideo":
+            inputs["file"] = STAND_IN_PHOTOS[inputs["file"]]
     return api
 
 
@@ -149,6 +159,26 @@ def test_workflow_is_sound(info, stem):
     assert not {"SaveImage", "PreviewImage", "SaveVideo", "SaveWEBM"} & set(types)
 
 
+@pytest.mark.parametrize("stem", STEMS)
+def test_template_opens_with_an_example_photo_and_has_a_thumbnail(host, stem):
+    from PIL import Image
+
+    from scripts.build_workflows import EXAMPLES_DIR
+
+    nodes = load(stem)["nodes"]
+    photos = [n["widgets_values"][0] for n in nodes if n["type"] == "LoadImage"]
+    videos = [n["widgets_values"][0] for n in nodes if n["type"] == "LoadVideo"]
+    assert photos + videos and set(photos + videos) <= set(STAND_IN_PHOTOS)
+    for name in photos + videos:
+        # the pack put it into the host's input folder at load time, byte for byte
+        assert (host.input_dir / name).read_bytes() == (EXAMPLES_DIR / name).read_bytes()
+    for name in photos:
+        assert host.validate({"1": {"class_type": "LoadImage", "inputs": {"image": name}},
+                              "2": {"class_type": "FaceAnonPreviewImage", "inputs": {"images": ["1", 0]}}})[0]
+    with Image.open(WORKFLOWS_DIR / f"{stem}.jpg") as thumb:
+        assert thumb.format == "JPEG" and thumb.size == (512, 512)
+
+
 def test_converter_maps_widget_values_by_the_schema_order(info):
     """Spot checks of the UI -> API conversion on a known node (control_after_generate and upload dropped)."""
     workflow = load("faceanon_nullface_sd15_keep_eyes_mouth")
@@ -160,7 +190,7 @@ def test_converter_maps_widget_values_by_the_schema_order(info):
     ui_anon = next(n for n in workflow["nodes"] if n["type"] == "FaceAnonymize")
     assert ui_anon["widgets_values"][2] == "fixed"  # the seed's control_after_generate value, frontend only
     photo = next(n for n in api.values() if n["class_type"] == "LoadImage")
-    assert photo["inputs"] == {"image": "portrait.png"}
+    assert photo["inputs"] == {"image": "faceanon_example_portrait.jpg"}
     assert not any(n["class_type"] == "Note" for n in api.values())
     sockets = [s.name for s in layout(info["FaceAnonymize"]).sockets]
     assert sockets == ["image", "model", "clip", "vae", "face_analysis", "id_adapter", "attribute_prompt"]

@@ -3,7 +3,9 @@
 * a random SD1.5-layout checkpoint (dev/tiny_models.py, shallow full-width UNet, real CLIP-L and VAE layouts);
 * an IP-Adapter FaceID file with the real key names for that UNet's layout (dev/faceid_files.py);
 * a synthesized insightface pack `buffalo_l` (dev/onnx_packs.py) whose detector finds magenta discs;
-* `portrait.png` (one synthetic face) and `group_photo.png` (three), the shipped workflows' default image names.
+* `portrait.png` (one synthetic face), `group_photo.png` (three), `people_walking.mp4` and `reference_person.png`,
+  stand-ins for the templates' example inputs (`STAND_IN_PHOTOS`: the synthesized detector finds magenta discs,
+  not real faces).
 
 The real weights cannot be downloaded here. The SDXL workflows run on the SD1.5-layout stand-ins too: that checks
 their graph (wiring, widget values, settings reaching the nodes), not SDXL itself.
@@ -16,6 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
+# the templates' example photo -> its synthetic stand-in
+STAND_IN_PHOTOS = {"faceanon_example_portrait.jpg": "portrait.png", "faceanon_example_group.jpg": "group_photo.png",
+                   "faceanon_example_video.mp4": "people_walking.mp4",
+                   "faceanon_example_reference.jpg": "reference_person.png"}
 PORTRAIT_FACES = [((128, 120), 96, 3)]                                     # centre, diameter, texture seed
 GROUP_FACES = [((70, 90), 60, 1), ((180, 80), 64, 2), ((300, 110), 56, 5)]
 

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import model_files
 from .errors import FaceModelError
 
 PACK_SOURCE = (
@@ -88,6 +89,12 @@ def list_packs(roots: Sequence[str | os.PathLike]) -> list[str]:
     return list(KNOWN_PACKS) + [n for n in found if n not in KNOWN_PACKS]
 
 
+def _source(name: str) -> str:
+    """Where to get pack `name`: its model-table entry (file, size, URL, licence), then the general notes."""
+    entry = model_files.model_file(name)
+    return (entry.where_to_get() + "\n" if entry and entry.folder == "insightface" else "") + PACK_SOURCE
+
+
 def find_pack(name: str, roots: Sequence[str | os.PathLike]) -> tuple[Path, dict[str, Path]]:
     """Locate pack `name`; return its folder and, for known packs, {role: file} of the files FaceAnon uses.
 
@@ -114,7 +121,7 @@ def find_pack(name: str, roots: Sequence[str | os.PathLike]) -> tuple[Path, dict
                 )
             raise FaceModelError(
                 f"face model pack '{name}': the folder {d} exists but holds no .onnx files. Expected:\n"
-                f"{_expected_listing(name)}\n{PACK_SOURCE}"
+                f"{_expected_listing(name)}\n{_source(name)}"
             )
         spec = KNOWN_PACKS.get(name)
         if spec is None:
@@ -123,14 +130,15 @@ def find_pack(name: str, roots: Sequence[str | os.PathLike]) -> tuple[Path, dict
         roles = {"detector": spec.detector, "recognizer": spec.recognizer, "landmark": spec.landmark}
         missing = [f for f in roles.values() if f not in have]
         if missing:
+            sizes = [f"{f} ({model_files.PACK_FILE_SIZES.get(f, 'size unknown')})" for f in missing]
             raise FaceModelError(
-                f"face model pack '{name}' in {d} is incomplete: missing {', '.join(missing)}. "
+                f"face model pack '{name}' in {d} is incomplete: missing {', '.join(sizes)}. "
                 f"Found: {', '.join(sorted(have))}. Expected:\n{_expected_listing(name)}\n"
-                f"Download the pack again. {PACK_SOURCE}"
+                f"Download the pack again: {_source(name)}"
             )
         return d, {role: d / f for role, f in roles.items()}
     searched = "\n".join(f"  {d}" for d in dirs) or "  (no insightface model folder is registered)"
     raise FaceModelError(
         f"face model pack '{name}' was not found. It must be a folder named {name} holding:\n"
-        f"{_expected_listing(name)}\nSearched:\n{searched}\n{_where_to_put(name, roots)}\n{PACK_SOURCE}"
+        f"{_expected_listing(name)}\nSearched:\n{searched}\n{_where_to_put(name, roots)}\n{_source(name)}"
     )
