@@ -220,6 +220,7 @@ def test_ctrl_c_leaves_a_consistent_manifest_and_a_rerun_finishes_the_rest(host,
     assert outputs(out) == {k: v for k, v in embedded["files"].items() if k in {"p0.png", "p1.png", "sub/p6.png"}}
 
 
+@pytest.mark.ray
 def test_ray_with_two_actors_one_killed_gives_the_embedded_outputs_and_manifest(host, models, photos, embedded,
                                                                                tmp_path):
     """A private local Ray cluster (127.0.0.1, 2 CPU actors); one actor is SIGKILLed after the first result: Ray
