@@ -25,6 +25,8 @@ import sys
 import uuid
 from pathlib import Path
 
+from faceanon.run.comfy import HeadlessServer
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 logger = logging.getLogger(__name__)
 
@@ -66,14 +68,11 @@ def missing_host_requirements() -> str:
     return ""
 
 
-class _ServerStub:
-    """The few attributes PromptExecutor uses of PromptServer."""
+class _ServerStub(HeadlessServer):
+    """The runner's stand-in for PromptServer, keeping every event for the tests to read."""
 
     def __init__(self):
-        self.client_id = None
-        self.last_node_id = None
-        self.last_prompt_id = None
-        self.sockets_metadata = {}
+        super().__init__()
         self.messages: list[tuple[str, object]] = []
 
     def send_sync(self, event, data, sid=None):

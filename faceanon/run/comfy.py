@@ -191,7 +191,7 @@ def _register_sources(nodes) -> None:
         mappings[RUN_SOURCE["LoadVideo"]] = FaceAnonRunLoadVideo
 
 
-class _Server:
+class HeadlessServer:
     """The attributes PromptExecutor uses of ComfyUI's PromptServer; events go to the debug log."""
 
     def __init__(self):
@@ -306,9 +306,9 @@ class Engine:
         execution = self.execution
         params = inspect.signature(execution.PromptExecutor).parameters
         if "cache_args" in params:  # ComfyUI >= 0.4
-            return execution.PromptExecutor(_Server(), cache_type=execution.CacheType.CLASSIC,
+            return execution.PromptExecutor(HeadlessServer(), cache_type=execution.CacheType.CLASSIC,
                                             cache_args={"lru": 0, "ram": 0})
-        return execution.PromptExecutor(_Server(), cache_type=execution.CacheType.CLASSIC, cache_size=0)
+        return execution.PromptExecutor(HeadlessServer(), cache_type=execution.CacheType.CLASSIC, cache_size=0)
 
     # -- per item -------------------------------------------------------------------------------------------------
     def run(self, item: Item) -> Result:
