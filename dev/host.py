@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import inspect
 import logging
 import os
 import sys
 import uuid
 from pathlib import Path
 
-from faceanon.run.comfy import HeadlessServer
+from faceanon.run.comfy import HeadlessServer, prompt_executor
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 logger = logging.getLogger(__name__)
@@ -135,12 +134,7 @@ class ComfyHost:
 
     def new_executor(self):
         stub = _ServerStub()
-        params = inspect.signature(self.execution.PromptExecutor).parameters
-        if "cache_args" in params:  # ComfyUI >= 0.4
-            ex = self.execution.PromptExecutor(stub, cache_type=self.execution.CacheType.CLASSIC,
-                                               cache_args={"lru": 0, "ram": 0})
-        else:  # ComfyUI 0.3.x
-            ex = self.execution.PromptExecutor(stub, cache_type=self.execution.CacheType.CLASSIC, cache_size=0)
+        ex = prompt_executor(self.execution, stub)
         ex.stub = stub
         return ex
 

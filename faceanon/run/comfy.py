@@ -204,6 +204,14 @@ class HeadlessServer:
         logger.debug("ComfyUI event %s", event)
 
 
+def prompt_executor(execution, server):
+    """A PromptExecutor with the classic cache and no extra cache memory, on ComfyUI 0.3.x and 0.4+ alike."""
+    params = inspect.signature(execution.PromptExecutor).parameters
+    if "cache_args" in params:  # ComfyUI >= 0.4
+        return execution.PromptExecutor(server, cache_type=execution.CacheType.CLASSIC, cache_args={"lru": 0, "ram": 0})
+    return execution.PromptExecutor(server, cache_type=execution.CacheType.CLASSIC, cache_size=0)
+
+
 def _error_text(ex) -> tuple[str, str]:
     """(exception type, readable message) of a failed PromptExecutor run."""
     errors = [m for m in ex.status_messages if m[0] in ("execution_error", "execution_interrupted")]
@@ -303,12 +311,7 @@ class Engine:
         return Plan(graph, p.source_id, p.source_input, p.kind, p.save_id)
 
     def _executor(self):
-        execution = self.execution
-        params = inspect.signature(execution.PromptExecutor).parameters
-        if "cache_args" in params:  # ComfyUI >= 0.4
-            return execution.PromptExecutor(HeadlessServer(), cache_type=execution.CacheType.CLASSIC,
-                                            cache_args={"lru": 0, "ram": 0})
-        return execution.PromptExecutor(HeadlessServer(), cache_type=execution.CacheType.CLASSIC, cache_size=0)
+        return prompt_executor(self.execution, HeadlessServer())
 
     # -- per item -------------------------------------------------------------------------------------------------
     def run(self, item: Item) -> Result:
