@@ -65,14 +65,14 @@ def plan_tracks(tracks: Tracks, policy: str, references=None, match_threshold: f
     return plans
 
 
-def anonymize_people(image, model, clip, vae, face_analysis, id_adapter, settings, seed, keep=(), tracks=None,
+def anonymize_people(image, settings, *, model, clip, vae, analysis, adapter, seed, keep=(), tracks=None,
                      references=None, policy=EVERYONE, match_threshold=0.4, min_votes=0.5, fallback="stop",
                      chunk_frames=16, attribute=None, threshold=0.5, min_face_size=24,
                      if_no_face=F.IfNoFace.ERROR):
     """(frames, changed, report dict): see the module docstring."""
     notes = []
     if tracks is None:
-        faces = F.detect(face_analysis, image, threshold=threshold, min_face_size=min_face_size,
+        faces = F.detect(analysis, image, threshold=threshold, min_face_size=min_face_size,
                          if_no_face=if_no_face)
         tracks = still_tracks(faces)
         notes = [f"WARNING: image {i}: no face found, NOT anonymized (passed through)" for i in faces.missing]
@@ -83,8 +83,8 @@ def anonymize_people(image, model, clip, vae, face_analysis, id_adapter, setting
         if any(identity[i] is None for i in ids):
             raise ValueError(f"the face analysis pack {tracks.model!r} gave no ArcFace embeddings, so these faces "
                              "have no identity to anonymize against; use a pack with a recognizer")
-        out, changed, _ = anonymize(images, settings, model=model, clip=clip, vae=vae, analysis=face_analysis,
-                                    adapter=id_adapter, seed=seed, attribute=attribute, keep=keep, faces=faces,
+        out, changed, _ = anonymize(images, settings, model=model, clip=clip, vae=vae, analysis=analysis,
+                                    adapter=adapter, seed=seed, attribute=attribute, keep=keep, faces=faces,
                                     face_seeds=[face_seed(seed, i) for i in ids],
                                     identities=[identity[i] for i in ids])
         return out, changed
@@ -149,9 +149,11 @@ class FaceAnonAnonymizePeople(io.ComfyNode):
                 threshold=0.5, min_face_size=24) -> io.NodeOutput:
         settings = apply_overrides(preset, overrides)
         out, changed, report = anonymize_people(
-            image, model, clip, vae, face_analysis, id_adapter, settings, seed, KEEP_CHOICES[keep], tracks,
-            references, policy, match_threshold, min_votes, fallback, chunk_frames, attribute_prompt, threshold,
-            min_face_size, IF_NO_FACE[if_no_face])
+            image, settings, model=model, clip=clip, vae=vae, analysis=face_analysis, adapter=id_adapter, seed=seed,
+            keep=KEEP_CHOICES[keep], tracks=tracks, references=references, policy=policy,
+            match_threshold=match_threshold, min_votes=min_votes, fallback=fallback, chunk_frames=chunk_frames,
+            attribute=attribute_prompt, threshold=threshold, min_face_size=min_face_size,
+            if_no_face=IF_NO_FACE[if_no_face])
         text = "\n".join([format_video_report(report), *report["notes"]])
         return io.NodeOutput(out, changed, text, ui=ui_payload(text, report))
 
